@@ -1,0 +1,328 @@
+package bundles
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strings"
+	"time"
+)
+
+// File names inside a bundle (architecture.md "Bundle").
+const (
+	ManifestFile = "/.manifest"
+	WasmFile     = "/policy.wasm"
+	DataFile     = "/data.json"
+	RegoFile     = "/policy.rego"
+	// SourcesDir holds the policy YAML files the bundle was built from,
+	// under their repository paths.
+	SourcesDir = "/sources/"
+)
+
+// Errors returned by [Read]; each is wrapped with the detail.
+var (
+	// ErrCorrupt: the archive is not a readable gzip'd tar.
+	ErrCorrupt = errors.New("bundle is not a valid .tar.gz")
+	// ErrUnsafeEntry: an entry is a link, a device, has an absolute path, a
+	// ".." element or appears twice.
+	ErrUnsafeEntry = errors.New("bundle has an unsafe entry")
+	// ErrTooLarge: the bundle or one of its files is over the limit.
+	ErrTooLarge = errors.New("bundle is over the size limit")
+	// ErrInvalid: a required file is missing or the manifest does not
+	// describe a toolgate bundle.
+	ErrInvalid = errors.New("bundle is not a toolgate bundle")
+)
+
+// Bundle is an OPA bundle as toolgate builds it: the Wasm module, its data,
+// the generated Rego and the policy sources, described by a manifest.
+type Bundle struct {
+	Manifest Manifest
+	Wasm     []byte
+	// Data is /data.json; nil is written as {}.
+	Data []byte
+	Rego []byte
+	// Sources are the policy YAML files, by repository path ("policies/x.yaml").
+	Sources []File
+}
+
+// File is one file in a bundle.
+type File struct {
+	Path string
+	Data []byte
+}
+
+// Manifest is the bundle's /.manifest, in OPA's format.
+type Manifest struct {
+	// Revision is the git commit the bundle was built from.
+	Revision string         `json:"revision"`
+	Roots    []string       `json:"roots"`
+	Wasm     []WasmResolver `json:"wasm"`
+	Metadata Metadata       `json:"metadata"`
+}
+
+// WasmResolver maps a Wasm module to an entrypoint, as OPA's manifest does.
+type WasmResolver struct {
+	Entrypoint string `json:"entrypoint"`
+	Module     string `json:"module"`
+}
+
+// Metadata is toolgate's part of the manifest.
+type Metadata struct {
+	// Compiler is the version of toolgate that built the bundle.
+	Compiler string `json:"compiler"`
+	// Sources lists each policy file with its sha256.
+	Sources []SourceDigest `json:"sources"`
+	// Servers lists the servers the bundle governs, sorted.
+	Servers []string `json:"servers"`
+}
+
+// SourceDigest names a policy source file and its content's sha256 (hex).
+type SourceDigest struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+}
+
+// SHA256Hex returns the hex sha256 of b.
+func SHA256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// Write writes b as a .tar.gz. The output depends only on b: entries are in
+// a fixed order with fixed times, owners and modes, and the gzip header
+// carries no name or time, so the same bundle always gives the same bytes.
+func Write(w io.Writer, b *Bundle) error {
+	manifest, err := json.MarshalIndent(b.Manifest, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding manifest: %w", err)
+	}
+	data := b.Data
+	if data == nil {
+		data = []byte("{}")
+	}
+	files := []File{{ManifestFile, manifest}, {DataFile, data}, {WasmFile, b.Wasm}, {RegoFile, b.Rego}}
+	sources := append([]File(nil), b.Sources...)
+	sort.Slice(sources, func(i, j int) bool { return sources[i].Path < sources[j].Path })
+	for _, s := range sources {
+		files = append(files, File{SourcesDir + strings.TrimPrefix(s.Path, "/"), s.Data})
+	}
+	gz, err := gzip.NewWriterLevel(w, gzip.BestCompression)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(gz)
+	for _, f := range files {
+		hdr := &tar.Header{
+			Typeflag: tar.TypeReg,
+			Name:     f.Path,
+			Size:     int64(len(f.Data)),
+			Mode:     0o644,
+			ModTime:  time.Unix(0, 0).UTC(),
+			Format:   tar.FormatPAX,
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return fmt.Errorf("writing %s: %w", f.Path, err)
+		}
+		if _, err := tw.Write(f.Data); err != nil {
+			return fmt.Errorf("writing %s: %w", f.Path, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return gz.Close()
+}
+
+// Limits bounds what [Read] accepts. A zero field takes its default.
+type Limits struct {
+	// MaxCompressed is the most bytes read from the archive; default 32 MiB.
+	MaxCompressed int64
+	// MaxUncompressed is the most bytes all files may hold together once
+	// decompressed (gzip bombs stop here); default 128 MiB.
+	MaxUncompressed int64
+	// MaxFiles is the most entries the archive may have; default 10,000.
+	MaxFiles int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxCompressed <= 0 {
+		l.MaxCompressed = 32 << 20
+	}
+	if l.MaxUncompressed <= 0 {
+		l.MaxUncompressed = 128 << 20
+	}
+	if l.MaxFiles <= 0 {
+		l.MaxFiles = 10000
+	}
+	return l
+}
+
+// Read reads and checks a bundle written by [Write] (or by any tool that
+// writes the same layout). It never panics on bad input: every problem is an
+// error wrapping one of ErrCorrupt, ErrUnsafeEntry, ErrTooLarge, ErrInvalid.
+func Read(r io.Reader, lim Limits) (*Bundle, error) {
+	lim = lim.withDefaults()
+	cr := &countingReader{r: r, left: lim.MaxCompressed}
+	gz, err := gzip.NewReader(cr)
+	if err != nil {
+		if cr.over {
+			return nil, fmt.Errorf("%w: archive over %d bytes", ErrTooLarge, lim.MaxCompressed)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	defer gz.Close()
+	tr := tar.NewReader(gz)
+	var b Bundle
+	seen := map[string]bool{}
+	var total int64
+	var haveManifest bool
+	for n := 0; ; n++ {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if cr.over {
+				return nil, fmt.Errorf("%w: archive over %d bytes", ErrTooLarge, lim.MaxCompressed)
+			}
+			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		if n >= lim.MaxFiles {
+			return nil, fmt.Errorf("%w: more than %d entries", ErrTooLarge, lim.MaxFiles)
+		}
+		if hdr.Typeflag == tar.TypeDir {
+			continue
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			return nil, fmt.Errorf("%w: %q is not a regular file", ErrUnsafeEntry, hdr.Name)
+		}
+		name, err := cleanName(hdr.Name)
+		if err != nil {
+			return nil, err
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("%w: %q appears twice", ErrUnsafeEntry, name)
+		}
+		seen[name] = true
+		if hdr.Size < 0 || total+hdr.Size > lim.MaxUncompressed {
+			return nil, fmt.Errorf("%w: files over %d bytes uncompressed", ErrTooLarge, lim.MaxUncompressed)
+		}
+		data, err := io.ReadAll(io.LimitReader(tr, hdr.Size+1))
+		if err != nil {
+			if cr.over {
+				return nil, fmt.Errorf("%w: archive over %d bytes", ErrTooLarge, lim.MaxCompressed)
+			}
+			return nil, fmt.Errorf("%w: reading %q: %v", ErrCorrupt, name, err)
+		}
+		if int64(len(data)) != hdr.Size {
+			return nil, fmt.Errorf("%w: %q is shorter or longer than its header says", ErrCorrupt, name)
+		}
+		total += hdr.Size
+		switch {
+		case name == ManifestFile:
+			haveManifest = true
+			if err := json.Unmarshal(data, &b.Manifest); err != nil {
+				return nil, fmt.Errorf("%w: manifest: %v", ErrInvalid, err)
+			}
+		case name == WasmFile:
+			b.Wasm = data
+		case name == DataFile:
+			b.Data = data
+		case name == RegoFile:
+			b.Rego = data
+		case strings.HasPrefix(name, SourcesDir):
+			b.Sources = append(b.Sources, File{strings.TrimPrefix(name, SourcesDir), data})
+		}
+	}
+	// Drain the gzip trailer so that its checksum is verified.
+	if _, err := io.Copy(io.Discard, gz); err != nil {
+		if cr.over {
+			return nil, fmt.Errorf("%w: archive over %d bytes", ErrTooLarge, lim.MaxCompressed)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if !haveManifest {
+		return nil, fmt.Errorf("%w: no %s", ErrInvalid, ManifestFile)
+	}
+	if b.Wasm == nil {
+		return nil, fmt.Errorf("%w: no %s", ErrInvalid, WasmFile)
+	}
+	if err := b.Manifest.check(); err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+func (m *Manifest) check() error {
+	for _, w := range m.Wasm {
+		if w.Entrypoint == Entrypoint {
+			if w.Module != WasmFile {
+				return fmt.Errorf("%w: entrypoint %s is in module %q, want %s", ErrInvalid, Entrypoint, w.Module, WasmFile)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: manifest has no wasm entrypoint %s", ErrInvalid, Entrypoint)
+}
+
+// cleanName turns a tar entry name into "/a/b", refusing absolute paths
+// outside the bundle root and ".." elements.
+func cleanName(name string) (string, error) {
+	if name == "" || strings.ContainsRune(name, 0) || strings.Contains(name, `\`) {
+		return "", fmt.Errorf("%w: bad name %q", ErrUnsafeEntry, name)
+	}
+	trimmed := strings.TrimPrefix(name, "./")
+	if strings.HasPrefix(trimmed, "/") {
+		// OPA writes "/policy.wasm"; only that form of absolute path is
+		// accepted, and it is relative to the bundle root.
+		trimmed = trimmed[1:]
+	}
+	for _, el := range strings.Split(trimmed, "/") {
+		if el == ".." {
+			return "", fmt.Errorf("%w: %q has a \"..\" element", ErrUnsafeEntry, name)
+		}
+	}
+	if strings.HasPrefix(trimmed, "/") || path.Clean("/"+trimmed) != "/"+trimmed {
+		return "", fmt.Errorf("%w: %q is not a clean relative path", ErrUnsafeEntry, name)
+	}
+	return "/" + trimmed, nil
+}
+
+type countingReader struct {
+	r    io.Reader
+	left int64
+	over bool
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		// One byte more than allowed tells a full-size archive from a larger one.
+		var one [1]byte
+		n, _ := c.r.Read(one[:])
+		if n > 0 {
+			c.over = true
+			return 0, ErrTooLarge
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
+// Digest returns the sha256 digest ("sha256:…") of a bundle's bytes.
+func Digest(b []byte) string { return "sha256:" + SHA256Hex(b) }
+
+// ReadBytes is [Read] over a byte slice.
+func ReadBytes(b []byte, lim Limits) (*Bundle, error) { return Read(bytes.NewReader(b), lim) }

@@ -1,0 +1,123 @@
+package regogen
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// lit returns v as a Rego (JSON) literal.
+func lit(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return strconv.FormatBool(x)
+	case int:
+		return strconv.Itoa(x)
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case uint64:
+		return strconv.FormatUint(x, 10)
+	case float64:
+		if x == math.Trunc(x) && math.Abs(x) < 1e15 {
+			return strconv.FormatInt(int64(x), 10)
+		}
+		return strconv.FormatFloat(x, 'g', -1, 64)
+	case string:
+		return str(x)
+	}
+	panic(fmt.Sprintf("regogen: no literal for %T", v))
+}
+
+// str returns s as a Rego string literal (JSON syntax, no HTML escaping).
+func str(s string) string {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s)
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// TextForm is the "plain text form" policy.md §3 compares by in eq: what
+// Go's fmt %v prints for the value as PolicyLayer decodes it (YAML ints as
+// ints, floats as float64, JSON numbers as float64).
+func TextForm(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "<nil>"
+	case float64:
+		return fmt.Sprintf("%v", x)
+	}
+	return fmt.Sprintf("%v", v)
+}
+
+func asFloat(v any) (float64, bool) {
+	switch n := v.(type) {
+	case int:
+		return float64(n), true
+	case int64:
+		return float64(n), true
+	case uint64:
+		return float64(n), true
+	case float64:
+		return n, true
+	}
+	return 0, false
+}
+
+// eqAlternatives returns Rego bodies over variable x, any of which holding
+// means x eq v (policy.md §3): numerically equal when both are numbers,
+// otherwise equal plain text forms.
+func eqAlternatives(x string, v any) []string {
+	switch val := v.(type) {
+	case nil:
+		return []string{x + " == null", x + ` == "<nil>"`}
+	case bool:
+		return []string{x + " == " + lit(val), x + " == " + str(strconv.FormatBool(val))}
+	case string:
+		alts := []string{x + " == " + str(val)}
+		if f, err := strconv.ParseFloat(val, 64); err == nil && !math.IsInf(f, 0) && !math.IsNaN(f) && TextForm(f) == val {
+			alts = append(alts, "is_number("+x+"); "+x+" == "+lit(f))
+		}
+		switch val {
+		case "true", "false":
+			alts = append(alts, x+" == "+val)
+		case "<nil>":
+			alts = append(alts, x+" == null")
+		}
+		return alts
+	}
+	if f, ok := asFloat(v); ok {
+		return []string{"is_number(" + x + "); " + x + " == " + lit(v), x + " == " + str(TextForm(f))}
+	}
+	panic(fmt.Sprintf("regogen: eq on %T", v))
+}
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// ref turns a dotted path into a Rego reference under base.
+func ref(base string, elems []string) string {
+	var b strings.Builder
+	b.WriteString(base)
+	for _, e := range elems {
+		if identRE.MatchString(e) && !regoKeyword(e) {
+			b.WriteString("." + e)
+		} else {
+			b.WriteString("[" + str(e) + "]")
+		}
+	}
+	return b.String()
+}
+
+func regoKeyword(s string) bool {
+	switch s {
+	case "as", "default", "else", "false", "import", "package", "not", "null", "true", "with", "some", "in", "every", "if", "contains":
+		return true
+	}
+	return false
+}
