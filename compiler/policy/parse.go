@@ -392,8 +392,8 @@ func (p *parser) rules(tool string, v *yaml.Node) []Rule {
 
 func (p *parser) rule(tool string, rn *yaml.Node) (Rule, bool) {
 	r := Rule{Pos: posOf(rn)}
-	var rateNode, stateNode, actionNode, timeoutNode *yaml.Node
-	var hasConditions bool
+	var rateNode, stateNode, actionNode, timeoutNode, condNode *yaml.Node
+	var hasConditions, hasAction bool
 	p.fields(rn, ruleFields, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "name":
@@ -403,14 +403,14 @@ func (p *parser) rule(tool string, rn *yaml.Node) (Rule, bool) {
 		case "action":
 			actionNode = v
 			if s, ok := p.str(v, "action"); ok {
-				r.Action = s
+				r.Action, hasAction = s, true
 			}
 		case "conditions":
-			hasConditions = true
+			hasConditions, condNode = true, v
 			r.Conditions = p.conditions("conditions", v)
 		case "when":
 			r.When = p.conditions("when", v)
-			if len(r.When) == 0 && v.Kind == yaml.SequenceNode {
+			if v.Kind == yaml.SequenceNode && len(v.Content) == 0 {
 				p.errorf(posOf(v), "when: an empty list; remove it or give it conditions")
 			}
 		case "on_deny":
@@ -438,10 +438,10 @@ func (p *parser) rule(tool string, rn *yaml.Node) (Rule, bool) {
 		label = fmt.Sprintf("tools.%s: rule", tool)
 		p.errorf(r.Pos, "%s: `name` is required", label)
 	}
-	switch r.Action {
-	case "":
+	switch {
+	case r.Action == "" && !hasAction:
 		r.Action = ActionEvaluate
-	case ActionEvaluate, ActionDeny, ActionRequireApproval:
+	case r.Action == ActionEvaluate, r.Action == ActionDeny, r.Action == ActionRequireApproval:
 	default:
 		msg := fmt.Sprintf("%s: unknown action %q (want evaluate, deny or require_approval)", label, r.Action)
 		if s := suggest(r.Action, []string{ActionEvaluate, ActionDeny, ActionRequireApproval}); s != "" {
@@ -500,7 +500,10 @@ func (p *parser) rule(tool string, rn *yaml.Node) (Rule, bool) {
 			p.errorf(r.Pos, "%s: a deny rule always denies and takes no conditions (use `when:` to deny only some calls)", label)
 		}
 	case ActionEvaluate:
-		if len(r.Conditions) == 0 && rateNode == nil {
+		// A conditions list whose entries are all bad has been reported
+		// entry by entry; only a missing or empty list is reported here.
+		noConditions := condNode == nil || condNode.Kind == yaml.SequenceNode && len(condNode.Content) == 0
+		if noConditions && rateNode == nil {
 			p.errorf(r.Pos, "%s: an evaluate rule needs at least one condition", label)
 		}
 	case ActionRequireApproval:
@@ -602,9 +605,12 @@ func (p *parser) state(label string, v *yaml.Node) *State {
 		p.errorf(posOf(v), "%s: state takes increment or increment_from, not both", label)
 		ok = false
 	}
-	if !ok {
+	if !ok && st.Counter == "" {
 		return nil
 	}
+	// With a valid counter name the state is kept even when its other
+	// fields are bad (the file has diagnostics either way), so that Lint
+	// does not also report conditions on this counter as undefined.
 	return st
 }
 
@@ -663,14 +669,17 @@ func (p *parser) conditions(field string, v *yaml.Node) []Condition {
 		} else {
 			good = false
 		}
+		decoded := true
 		if valueNode != nil {
 			c.HasValue = true
 			if err := valueNode.Decode(&c.Value); err != nil {
 				p.errorf(posOf(valueNode), "%s: value: %v", field, err)
-				good = false
+				good, decoded = false, false
 			}
 		}
-		if good && !p.checkValue(field, c, valueNode) {
+		// The value is checked whenever the operator is known, even when
+		// the path is bad, so that every problem is reported at once.
+		if decoded && contains(Operators, c.Op) && !p.checkValue(field, c, valueNode) {
 			good = false
 		}
 		if good {

@@ -89,8 +89,11 @@ type Source struct {
 	Data []byte
 }
 
-// ReadSources reads the files Find lists.
+// ReadSources reads the files Find lists. No paths means "policies".
 func ReadSources(paths []string) ([]Source, error) {
+	if len(paths) == 0 {
+		paths = []string{"policies"}
+	}
 	files, err := Find(paths)
 	if err != nil {
 		return nil, err
@@ -161,8 +164,8 @@ func lintServer(s *Server) []Diagnostic {
 				pos = Pos{1, 1}
 			}
 			diags = append(diags, Diagnostic{f.Path, pos, fmt.Sprintf(
-				"default: %q disagrees with default %q in %s; both files govern server %q and must agree",
-				f.Default, first.Default, first.Path, s.Name)})
+				"default: %q in %s disagrees with default %q in %s; both files govern server %q and must agree",
+				f.Default, f.Path, first.Default, first.Path, s.Name)})
 		}
 	}
 	type def struct {
