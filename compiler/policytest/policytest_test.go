@@ -1,0 +1,94 @@
+package policytest
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/toolgate/toolgate/bundles"
+)
+
+func TestRuleMatches(t *testing.T) {
+	id := "policies/x.yaml#create_issue/hourly/limit"
+	for _, tc := range []struct {
+		want string
+		ok   bool
+	}{
+		{"hourly/limit", true}, {"limit", true}, {id, true}, {"hourly", false}, {"create_issue/hourly/limit", true}, {"other", false},
+	} {
+		if got := RuleMatches(tc.want, id); got != tc.ok {
+			t.Errorf("RuleMatches(%q, %q) = %v, want %v", tc.want, id, got, tc.ok)
+		}
+	}
+	if !RuleMatches("hide", "policies/x.yaml#hide") || RuleMatches("default", "policies/x.yaml#hide") {
+		t.Error("hide/default pseudo-rules")
+	}
+}
+
+func TestParseAndRun(t *testing.T) {
+	f, err := Parse("policies/github_test.yaml", []byte(`cases:
+  - name: passes
+    tool: a
+    args: {n: 1}
+    identity: {subject: alice, groups: [eng]}
+    state: {a.c: 2}
+    expect: allow
+  - name: wrong outcome
+    tool: b
+    expect: allow
+  - name: wrong message
+    tool: b
+    expect: deny
+    rule: r
+    message: nope
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Cases[0].Line != 2 || f.Cases[2].Line != 10 {
+		t.Fatalf("case lines: got %d, %d", f.Cases[0].Line, f.Cases[2].Line)
+	}
+	var seen []*bundles.Input
+	eval := func(_ context.Context, in *bundles.Input) (bundles.Decision, error) {
+		seen = append(seen, in)
+		if in.Tool == "b" {
+			return bundles.Decision{Decision: bundles.Deny, Rule: "policies/github.yaml#b/r", Message: "msg"}, nil
+		}
+		return bundles.Decision{Decision: bundles.Allow}, nil
+	}
+	results, err := Run(context.Background(), []*File{f}, []string{"github", "stripe"}, eval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen[0].Server != "github" || string(seen[0].Arguments) != `{"n":1}` || seen[0].State[0] != (bundles.CounterValue{Key: "a.c", Value: 2}) {
+		t.Fatalf("input: got %+v", seen[0])
+	}
+	line, failed := Summary(results)
+	if line != "1 passed, 2 failed" || failed != 2 {
+		t.Fatalf("summary: got %q", line)
+	}
+	if !strings.Contains(results[1].String(), "got deny, want allow") || !strings.Contains(results[2].String(), `got message "msg", want "nope"`) {
+		t.Fatalf("failure lines:\n%s\n%s", results[1], results[2])
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, bad := range []string{
+		"cases: []",
+		"cases:\n  - name: x\n    expect: allow",
+		"cases:\n  - name: x\n    tool: t\n    expect: maybe",
+		"cases:\n  - name: x\n    tool: t\n    expect: allow\n    bogus: 1",
+		"",
+	} {
+		if _, err := Parse("t_test.yaml", []byte(bad)); err == nil {
+			t.Errorf("Parse(%q): want an error", bad)
+		}
+	}
+}
+
+func TestServerNeededWhenAmbiguous(t *testing.T) {
+	f := &File{Path: "policies/other_test.yaml", Cases: []Case{{Name: "x", Tool: "t", Expect: "allow"}}}
+	if _, err := Run(context.Background(), []*File{f}, []string{"a", "b"}, nil); err == nil || !strings.Contains(err.Error(), "server:") {
+		t.Fatalf("got %v, want an error asking for server:", err)
+	}
+}
