@@ -45,7 +45,7 @@ func TestParseAndRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Cases[0].Line != 2 || f.Cases[2].Line != 10 {
+	if f.Cases[0].Line != 2 || f.Cases[2].Line != 11 {
 		t.Fatalf("case lines: got %d, %d", f.Cases[0].Line, f.Cases[2].Line)
 	}
 	var seen []*bundles.Input
