@@ -31,7 +31,9 @@ type Input struct {
 	// it in tools/list, as raw JSON; nil means none.
 	Annotations json.RawMessage
 	// Arguments is the call's arguments object as raw JSON; nil means {}.
-	// The host must have checked it with [CheckJSON] (the runtime does).
+	// Raw fields (Annotations, Arguments, Identity.Claims) must each be one
+	// JSON object: the runtime checks that, with size and depth limits,
+	// before the input enters Wasm.
 	Arguments json.RawMessage
 	// Identity is who is calling.
 	Identity Identity

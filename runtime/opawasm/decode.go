@@ -1,0 +1,357 @@
+package opawasm
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/toolgate/toolgate/bundles"
+)
+
+// decodeResult decodes OPA's JSON result set, [{"result": DECISION}], into
+// d. A fast decoder handles the shape toolgate's generated policy produces
+// (known keys, ASCII strings without escapes, integers) without allocating
+// beyond the decision's own strings, slices and pointers; anything else is
+// decoded by encoding/json, which has the last word.
+func decodeResult(b []byte, d *bundles.Decision) error {
+	*d = bundles.Decision{}
+	p := resultParser{b: b}
+	if p.resultSet(d) && p.end() {
+		return checkDecision(d)
+	}
+	*d = bundles.Decision{}
+	return decodeResultSlow(b, d)
+}
+
+func decodeResultSlow(b []byte, d *bundles.Decision) error {
+	var rs []struct {
+		Result json.RawMessage `json:"result"`
+	}
+	if err := json.Unmarshal(b, &rs); err != nil {
+		return fmt.Errorf("%w: result is not a result set: %v", ErrNoDecision, err)
+	}
+	switch {
+	case len(rs) == 0:
+		return fmt.Errorf("%w: the decision is undefined", ErrNoDecision)
+	case len(rs) > 1:
+		return fmt.Errorf("%w: %d results", ErrNoDecision, len(rs))
+	case len(rs[0].Result) == 0 || string(rs[0].Result) == "null":
+		return fmt.Errorf("%w: the result set has no result", ErrNoDecision)
+	}
+	if err := json.Unmarshal(rs[0].Result, d); err != nil {
+		return fmt.Errorf("%w: %v", ErrNoDecision, err)
+	}
+	return checkDecision(d)
+}
+
+func checkDecision(d *bundles.Decision) error {
+	switch d.Decision {
+	case bundles.Allow, bundles.Deny, bundles.RequireApproval:
+		return nil
+	}
+	return fmt.Errorf("%w: decision is %q, want allow, deny or require_approval", ErrNoDecision, d.Decision)
+}
+
+// resultParser is the fast decoder. Each method returns false when the input
+// is not in the shape it handles, and the caller falls back.
+type resultParser struct {
+	b []byte
+	i int
+}
+
+func (p *resultParser) ws() {
+	for p.i < len(p.b) {
+		switch p.b[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+func (p *resultParser) eat(c byte) bool {
+	p.ws()
+	if p.i < len(p.b) && p.b[p.i] == c {
+		p.i++
+		return true
+	}
+	return false
+}
+
+func (p *resultParser) end() bool {
+	p.ws()
+	return p.i == len(p.b)
+}
+
+func (p *resultParser) null() bool {
+	p.ws()
+	if len(p.b)-p.i >= 4 && string(p.b[p.i:p.i+4]) == "null" {
+		p.i += 4
+		return true
+	}
+	return false
+}
+
+// raw returns the bytes of a string with no escapes and only printable
+// ASCII, without its quotes.
+func (p *resultParser) raw() ([]byte, bool) {
+	if !p.eat('"') {
+		return nil, false
+	}
+	start := p.i
+	for p.i < len(p.b) {
+		c := p.b[p.i]
+		if c == '"' {
+			p.i++
+			return p.b[start : p.i-1], true
+		}
+		if c < 0x20 || c == '\\' || c >= 0x80 {
+			return nil, false
+		}
+		p.i++
+	}
+	return nil, false
+}
+
+// str reads a string; null reads as "". Common values are interned.
+func (p *resultParser) str() (string, bool) {
+	if p.null() {
+		return "", true
+	}
+	r, ok := p.raw()
+	if !ok {
+		return "", false
+	}
+	switch string(r) {
+	case "":
+		return "", true
+	case "allow":
+		return "allow", true
+	case "deny":
+		return "deny", true
+	case "require_approval":
+		return "require_approval", true
+	case "minute":
+		return "minute", true
+	case "hour":
+		return "hour", true
+	case "day":
+		return "day", true
+	}
+	return string(r), true
+}
+
+func (p *resultParser) int() (int64, bool) {
+	p.ws()
+	neg := false
+	if p.i < len(p.b) && p.b[p.i] == '-' {
+		neg = true
+		p.i++
+	}
+	start := p.i
+	var v int64
+	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
+		if v > (1<<63-1-9)/10 {
+			return 0, false // may overflow: let encoding/json say
+		}
+		v = v*10 + int64(p.b[p.i]-'0')
+		p.i++
+	}
+	n := p.i - start
+	if n == 0 || (n > 1 && p.b[start] == '0') {
+		return 0, false
+	}
+	if p.i < len(p.b) {
+		switch p.b[p.i] {
+		case '.', 'e', 'E':
+			return 0, false
+		}
+	}
+	if neg {
+		v = -v
+	}
+	return v, true
+}
+
+// object calls field for each key of an object; a repeated key, or one
+// field rejects, sends the caller to the fallback.
+func (p *resultParser) object(field func(key []byte) (bit uint, ok bool)) bool {
+	if !p.eat('{') {
+		return false
+	}
+	if p.eat('}') {
+		return true
+	}
+	var seen uint
+	for {
+		key, ok := p.raw()
+		if !ok || !p.eat(':') {
+			return false
+		}
+		bit, ok := field(key)
+		if !ok || seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		if p.eat(',') {
+			continue
+		}
+		return p.eat('}')
+	}
+}
+
+func (p *resultParser) resultSet(d *bundles.Decision) bool {
+	if !p.eat('[') {
+		return false
+	}
+	return p.object(func(key []byte) (uint, bool) {
+		if string(key) != "result" {
+			return 0, false
+		}
+		return 1, p.decision(d)
+	}) && p.eat(']')
+}
+
+func (p *resultParser) decision(d *bundles.Decision) bool {
+	return p.object(func(key []byte) (uint, bool) {
+		var ok bool
+		var s string
+		switch string(key) {
+		case "decision":
+			s, ok = p.str()
+			d.Decision = bundles.Outcome(s)
+			return 1, ok
+		case "rule":
+			d.Rule, ok = p.str()
+			return 2, ok
+		case "message":
+			d.Message, ok = p.str()
+			return 4, ok
+		case "counters":
+			return 8, p.counters(d)
+		case "approval":
+			return 16, p.approval(d)
+		case "shadow":
+			return 32, p.shadow(d)
+		}
+		return 0, false
+	})
+}
+
+func (p *resultParser) counters(d *bundles.Decision) bool {
+	if p.null() {
+		return true
+	}
+	if !p.eat('[') {
+		return false
+	}
+	d.Counters = []bundles.Reservation{}
+	if p.eat(']') {
+		return true
+	}
+	for {
+		var r bundles.Reservation
+		ok := p.object(func(key []byte) (uint, bool) {
+			var ok bool
+			switch string(key) {
+			case "key":
+				r.Key, ok = p.str()
+				return 1, ok
+			case "amount":
+				if p.null() {
+					return 2, true
+				}
+				r.Amount, ok = p.int()
+				return 2, ok
+			case "limit":
+				if p.null() {
+					r.Limit = nil
+					return 4, true
+				}
+				v, ok := p.int()
+				r.Limit = &v
+				return 4, ok
+			case "window":
+				r.Window, ok = p.str()
+				return 8, ok
+			case "rule":
+				r.Rule, ok = p.str()
+				return 16, ok
+			case "message":
+				r.Message, ok = p.str()
+				return 32, ok
+			}
+			return 0, false
+		})
+		if !ok {
+			return false
+		}
+		d.Counters = append(d.Counters, r)
+		if p.eat(',') {
+			continue
+		}
+		return p.eat(']')
+	}
+}
+
+func (p *resultParser) approval(d *bundles.Decision) bool {
+	if p.null() {
+		return true
+	}
+	a := new(bundles.Approval)
+	d.Approval = a
+	return p.object(func(key []byte) (uint, bool) {
+		var ok bool
+		switch string(key) {
+		case "rule":
+			a.Rule, ok = p.str()
+			return 1, ok
+		case "timeout_seconds":
+			if p.null() {
+				return 2, true
+			}
+			a.TimeoutSeconds, ok = p.int()
+			return 2, ok
+		}
+		return 0, false
+	})
+}
+
+func (p *resultParser) shadow(d *bundles.Decision) bool {
+	if p.null() {
+		return true
+	}
+	if !p.eat('[') {
+		return false
+	}
+	d.Shadow = []bundles.ShadowOutcome{}
+	if p.eat(']') {
+		return true
+	}
+	for {
+		var s bundles.ShadowOutcome
+		ok := p.object(func(key []byte) (uint, bool) {
+			var ok bool
+			switch string(key) {
+			case "would":
+				s.Would, ok = p.str()
+				return 1, ok
+			case "rule":
+				s.Rule, ok = p.str()
+				return 2, ok
+			case "message":
+				s.Message, ok = p.str()
+				return 4, ok
+			}
+			return 0, false
+		})
+		if !ok {
+			return false
+		}
+		d.Shadow = append(d.Shadow, s)
+		if p.eat(',') {
+			continue
+		}
+		return p.eat(']')
+	}
+}

@@ -1,0 +1,82 @@
+package opawasm
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/toolgate/toolgate/bundles"
+)
+
+func TestDecodeResult(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want bundles.Decision
+		err  error
+	}{
+		{"allow", `[{"result":{"decision":"allow","rule":"","message":"","counters":[],"approval":null,"shadow":[]}}]`,
+			bundles.Decision{Decision: bundles.Allow, Counters: []bundles.Reservation{}, Shadow: []bundles.ShadowOutcome{}}, nil},
+		{"escapes fall back", `[{"result":{"decision":"deny","message":"a \"b\" \u00e9"}}]`,
+			bundles.Decision{Decision: bundles.Deny, Message: `a "b" é`}, nil},
+		{"unknown key falls back", `[{"result":{"decision":"deny","extra":[1,{"x":2}]}}]`,
+			bundles.Decision{Decision: bundles.Deny}, nil},
+		{"counters", `[{"result":{"decision":"allow","counters":[{"key":"k","amount":2,"limit":null,"window":"day","rule":"r","message":"m"},{"key":"k2","amount":1,"limit":-3}]}}]`,
+			bundles.Decision{Decision: bundles.Allow, Counters: []bundles.Reservation{
+				{Key: "k", Amount: 2, Window: "day", Rule: "r", Message: "m"}, {Key: "k2", Amount: 1, Limit: i64(-3)},
+			}}, nil},
+		{"undefined", `[]`, bundles.Decision{}, ErrNoDecision},
+		{"no result", `[{}]`, bundles.Decision{}, ErrNoDecision},
+		{"two results", `[{"result":{"decision":"allow"}},{"result":{"decision":"allow"}}]`, bundles.Decision{}, ErrNoDecision},
+		{"bad outcome", `[{"result":{"decision":"maybe"}}]`, bundles.Decision{}, ErrNoDecision},
+		{"not an object", `[{"result":"allow"}]`, bundles.Decision{}, ErrNoDecision},
+		{"float amount", `[{"result":{"decision":"allow","counters":[{"amount":1.5}]}}]`, bundles.Decision{}, ErrNoDecision},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got bundles.Decision
+			err := decodeResult([]byte(tt.in), &got)
+			if !errors.Is(err, tt.err) {
+				t.Fatalf("decodeResult: %v, want %v", err, tt.err)
+			}
+			if err == nil && !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got  %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecodeResultAllocs(t *testing.T) {
+	b := []byte(`[{"result":{"decision":"allow","rule":"","message":"","counters":[],"approval":null,"shadow":[]}}]`)
+	var d bundles.Decision
+	if n := testing.AllocsPerRun(100, func() { _ = decodeResult(b, &d) }); n != 0 {
+		t.Errorf("decoding an allow decision allocates %v times", n)
+	}
+}
+
+// FuzzDecodeResult checks that the fast decoder agrees with encoding/json.
+func FuzzDecodeResult(f *testing.F) {
+	for _, s := range []string{
+		`[{"result":{"decision":"allow","rule":"","message":"","counters":[],"approval":null,"shadow":[]}}]`,
+		`[{"result":{"decision":"require_approval","rule":"r","approval":{"rule":"r","timeout_seconds":1800},"shadow":[{"would":"deny","rule":"x","message":"y"}]}}]`,
+		`[{"result":{"decision":"allow","counters":[{"key":"k","amount":2,"limit":5,"window":"hour","rule":"r","message":"m"}]}}]`,
+		`[]`, `[{"result":null}]`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var got bundles.Decision
+		err := decodeResult(b, &got)
+		var want bundles.Decision
+		wantErr := decodeResultSlow(b, &want)
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("decodeResult(%q): %v; encoding/json: %v", b, err, wantErr)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			g, _ := json.Marshal(got)
+			w, _ := json.Marshal(want)
+			t.Fatalf("decodeResult(%q):\n got  %s\n want %s", b, g, w)
+		}
+	})
+}

@@ -1,0 +1,123 @@
+package opawasm
+
+import (
+	"runtime"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+)
+
+// Defaults of the options of [Compile].
+const (
+	DefaultMemoryLimitPages = 1024 // 64 MiB
+	DefaultMaxInputBytes    = 1 << 20
+	DefaultMaxDepth         = 64
+	DefaultGuardThreshold   = 64 << 10
+	DefaultTimeout          = 100 * time.Millisecond
+)
+
+// maxDepthCap bounds [WithMaxDepth]; the JSON checker recurses once per level.
+const maxDepthCap = 10000
+
+// Option configures [Compile].
+type Option func(*options)
+
+type options struct {
+	memoryLimitPages uint32
+	maxInputBytes    int
+	maxDepth         int
+	guardThreshold   int
+	timeout          time.Duration
+	maxIdle          int
+	cache            wazero.CompilationCache
+}
+
+func newOptions(opts []Option) options {
+	o := options{
+		memoryLimitPages: DefaultMemoryLimitPages,
+		maxInputBytes:    DefaultMaxInputBytes,
+		maxDepth:         DefaultMaxDepth,
+		guardThreshold:   DefaultGuardThreshold,
+		timeout:          DefaultTimeout,
+		maxIdle:          2 * runtime.GOMAXPROCS(0),
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// WithMemoryLimitPages sets the most 64 KiB pages the memory of one instance
+// may grow to; default [DefaultMemoryLimitPages] (64 MiB). An evaluation that
+// needs more fails with [ErrMemoryLimit]. Values outside 1..65536 are ignored.
+func WithMemoryLimitPages(pages uint32) Option {
+	return func(o *options) {
+		if pages >= 1 && pages <= 65536 {
+			o.memoryLimitPages = pages
+		}
+	}
+}
+
+// WithMaxInputBytes sets the most bytes the encoded decision input may have;
+// default [DefaultMaxInputBytes] (1 MiB). n ≤ 0 is ignored.
+func WithMaxInputBytes(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.maxInputBytes = n
+		}
+	}
+}
+
+// WithMaxDepth sets how deeply the encoded decision input may nest, counting
+// the input object itself as 1; default [DefaultMaxDepth]. Values below 3 (the
+// input's own structure) or above 10000 are ignored.
+func WithMaxDepth(n int) Option {
+	return func(o *options) {
+		if n >= 3 && n <= maxDepthCap {
+			o.maxDepth = n
+		}
+	}
+}
+
+// WithGuardThreshold sets the encoded input size above which an evaluation
+// runs under a deadline (see [WithTimeout]); default [DefaultGuardThreshold]
+// (64 KiB). Smaller inputs run on a module compiled without termination
+// checks, which costs nothing per call; the work toolgate's generated policy
+// does is bounded by the input's size. 0 guards every evaluation; n < 0 is
+// ignored.
+func WithGuardThreshold(n int) Option {
+	return func(o *options) {
+		if n >= 0 {
+			o.guardThreshold = n
+		}
+	}
+}
+
+// WithTimeout sets the deadline of a guarded evaluation (see
+// [WithGuardThreshold]); default [DefaultTimeout] (100 ms). A context
+// deadline that comes sooner wins. d ≤ 0 is ignored.
+func WithTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.timeout = d
+		}
+	}
+}
+
+// WithMaxIdle sets how many idle instances each of the module's two pools
+// keeps; default 2×GOMAXPROCS. n ≤ 0 is ignored.
+func WithMaxIdle(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.maxIdle = n
+		}
+	}
+}
+
+// WithCompilationCache makes Compile keep and reuse compiled code in c, so
+// that compiling a module compiled before (by any Module sharing c, or by an
+// earlier process when c has a directory) is fast; default none. The caller
+// owns c and closes it after every Module that uses it.
+func WithCompilationCache(c wazero.CompilationCache) Option {
+	return func(o *options) { o.cache = c }
+}
