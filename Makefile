@@ -1,0 +1,46 @@
+# toolgate — the two commands of the quick start are `make run` and `make test`.
+GO      ?= go
+BIN     := bin/toolgate
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: all build run test test-short bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/toolgate
+
+# run: the main job on the embedded example policy repository (policies/):
+# lint, test, build the bundle, and decide a few calls through the Wasm runtime.
+run: build
+	$(BIN) lint policies
+	$(BIN) test policies
+	$(BIN) build policies -o bin/policies.tar.gz --revision "$$(git rev-parse HEAD 2>/dev/null || echo dev)"
+	@for f in examples/calls/*.json; do \
+		echo "── $$f: $$(tr -d '\n' < $$f | cut -c1-150)"; \
+		$(BIN) eval --bundle bin/policies.tar.gz --input $$f || exit 1; \
+	done
+
+# test: every test — unit, golden, corpus, differential, fuzz seeds, and the
+# race-detector runs of everything that swaps or pools.
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+	$(GO) test -race -count=1 ./runtime/... ./bundles/...
+
+# bench: the benchmarks of BENCHMARKS.md, side by side in one run.
+BENCH_COUNT ?= 8
+bench:
+	@mkdir -p bin
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./runtime/opawasm/ ./test/bench/ | tee bin/bench.txt
+	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da bin/bench.txt
+
+# fuzz: a longer run of each native fuzz target (the seeds run in `make test`).
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./compiler/policy/
+	$(GO) test -run '^$$' -fuzz FuzzCheckJSON -fuzztime $(FUZZTIME) ./runtime/opawasm/
+
+clean:
+	rm -rf bin

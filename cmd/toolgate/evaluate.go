@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/toolgate/toolgate/bundles"
+	"github.com/toolgate/toolgate/compiler/policytest"
+	"github.com/toolgate/toolgate/runtime/opawasm"
+)
+
+func testCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "test [PATH…]",
+		Short: "Run the *_test.yaml policy tests against the compiled bundle",
+		Long: "Test compiles the policies under the given paths (default policies/) into a bundle,\n" +
+			"loads it in the same Wasm runtime the proxy uses, and runs every *_test.yaml case.\n" +
+			"It prints one line per failing case and ends with \"N passed, N failed\".",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			files, err := policytest.Find(args)
+			if err != nil {
+				return err
+			}
+			if len(files) == 0 {
+				return problemError{fmt.Errorf("no policy tests (*_test.yaml) under %v", args)}
+			}
+			var tests []*policytest.File
+			for _, f := range files {
+				data, err := os.ReadFile(f)
+				if err != nil {
+					return err
+				}
+				tf, err := policytest.Parse(f, data)
+				if err != nil {
+					return problemError{err}
+				}
+				tests = append(tests, tf)
+			}
+			b, set, err := buildInProcess(ctx, cmd, args)
+			if err != nil {
+				return err
+			}
+			mod, err := opawasm.Compile(ctx, b.Wasm, b.Data)
+			if err != nil {
+				return fmt.Errorf("loading the compiled bundle: %w", err)
+			}
+			defer mod.Close()
+			var servers []string
+			for _, s := range set.Servers {
+				servers = append(servers, s.Name)
+			}
+			results, err := policytest.Run(ctx, tests, servers, mod.Eval)
+			if err != nil {
+				return problemError{err}
+			}
+			for _, r := range results {
+				if r.Failed {
+					fmt.Fprintln(cmd.OutOrStdout(), r)
+				}
+			}
+			line, failed := policytest.Summary(results)
+			fmt.Fprintln(cmd.OutOrStdout(), line)
+			if failed > 0 {
+				return problemError{}
+			}
+			return nil
+		},
+	}
+}
+
+func evalCmd() *cobra.Command {
+	var bundlePath, inputPath string
+	c := &cobra.Command{
+		Use:   "eval --bundle FILE --input FILE|-",
+		Short: "Print the decision JSON of a bundle for one input",
+		Long: "Eval loads a bundle in the proxy's Wasm runtime and prints the decision (policy.md §6)\n" +
+			"for one decision input, read from a file or from stdin with -.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if bundlePath == "" || inputPath == "" {
+				return usageError{fmt.Errorf("eval needs --bundle FILE and --input FILE|-")}
+			}
+			ctx := cmd.Context()
+			raw, err := os.ReadFile(bundlePath)
+			if err != nil {
+				return err
+			}
+			b, err := bundles.ReadBytes(raw, bundles.Limits{})
+			if err != nil {
+				return problemError{fmt.Errorf("loading %s: %w", bundlePath, err)}
+			}
+			data, err := readInput(cmd, inputPath)
+			if err != nil {
+				return err
+			}
+			in, err := bundles.ParseInput(data)
+			if err != nil {
+				return problemError{err}
+			}
+			mod, err := opawasm.Compile(ctx, b.Wasm, b.Data)
+			if err != nil {
+				return problemError{fmt.Errorf("loading %s: %w", bundlePath, err)}
+			}
+			defer mod.Close()
+			d, err := mod.Eval(ctx, in)
+			if err != nil {
+				return problemError{fmt.Errorf("no decision (a proxy would deny this call): %w", err)}
+			}
+			var out bytes.Buffer
+			enc := json.NewEncoder(&out)
+			enc.SetEscapeHTML(false)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(d); err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(out.Bytes())
+			return err
+		},
+	}
+	c.Flags().StringVar(&bundlePath, "bundle", "", "bundle file (.tar.gz) built by toolgate build")
+	c.Flags().StringVar(&inputPath, "input", "", "decision input JSON file, or - for stdin")
+	return c
+}
