@@ -17,6 +17,7 @@ package regogen
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"sort"
 	"strconv"
@@ -69,15 +70,40 @@ func CounterLimit(toolKey string, r *policy.Rule) (int64, bool) {
 		if c.Path != want {
 			continue
 		}
-		f, ok := asFloat(c.Value)
-		if !ok {
+		if c.Op != "lte" && c.Op != "lt" {
 			continue
 		}
-		switch c.Op {
-		case "lte":
+		minus := int64(0)
+		if c.Op == "lt" {
+			minus = 1
+		}
+		switch n := c.Value.(type) {
+		case int:
+			if int64(n) == math.MinInt64 && minus == 1 {
+				return math.MinInt64, true
+			}
+			return int64(n) - minus, true
+		case int64:
+			if n == math.MinInt64 && minus == 1 {
+				return math.MinInt64, true
+			}
+			return n - minus, true
+		case uint64:
+			if n > math.MaxInt64 {
+				return math.MaxInt64, true
+			}
+			return int64(n) - minus, true
+		case float64:
+			// Counters are whole numbers: x <= 2.5 is x <= 2. Beyond the
+			// int64 range the limit is the range's end.
+			f := math.Floor(n - float64(minus))
+			switch {
+			case f >= math.MaxInt64:
+				return math.MaxInt64, true
+			case f <= math.MinInt64:
+				return math.MinInt64, true
+			}
 			return int64(f), true
-		case "lt":
-			return int64(f) - 1, true
 		}
 	}
 	return 0, false
@@ -309,7 +335,7 @@ func (g *gen) server(sname string, s *policy.Server) {
 
 	// Tools not listed by name: globs are matched at run time.
 	var chain []entry
-	for _, f := range s.Files {
+	for fi, f := range s.Files {
 		var guards []string
 		all := false
 		for _, h := range f.Hide {
@@ -322,10 +348,17 @@ func (g *gen) server(sname string, s *policy.Server) {
 		switch {
 		case all:
 			chain = append(chain, entry{hidden: f, shadow: f.Mode == policy.ModeShadow})
-		case len(guards) > 0:
+		case len(guards) == 1:
+			chain = append(chain, entry{hidden: f, guard: guards[0], shadow: f.Mode == policy.ModeShadow})
+		case len(guards) > 1:
+			// One entry per file, however many of its globs match.
+			hides := fmt.Sprintf("%s_hidden_by_f%d", sname, fi)
+			g.p("# %s hides the tool", f.Path)
 			for _, gd := range guards {
-				chain = append(chain, entry{hidden: f, guard: gd, shadow: f.Mode == policy.ModeShadow})
+				g.p("%s if %s", hides, gd)
 			}
+			g.p("")
+			chain = append(chain, entry{hidden: f, guard: hides, shadow: f.Mode == policy.ModeShadow})
 		}
 	}
 	if s.Default == "deny" {

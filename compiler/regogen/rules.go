@@ -91,15 +91,18 @@ func (g *gen) counter(r *ruleGen, id, applies string) {
 		return
 	}
 	from := ref("input.arguments", strings.Split(strings.TrimPrefix(st.IncrementFrom, "args."), ".")[0:])
-	g.p("# the amount is %s, a number, truncated toward zero", st.IncrementFrom)
+	g.p("# the amount is %s, a number within the int64 range, truncated toward zero", st.IncrementFrom)
 	g.p("%s := n if {", r.name("amount"))
 	g.p("\tx := %s", from)
 	g.p("\tis_number(x)")
 	g.p("\tx >= 0")
+	g.p("\tx < 9223372036854775808")
 	g.p("\tn := floor(x)")
 	g.p("} else := n if {")
 	g.p("\tx := %s", from)
 	g.p("\tis_number(x)")
+	g.p("\tx < 0")
+	g.p("\tx > -9223372036854775809")
 	g.p("\tn := ceil(x)")
 	g.p("}")
 	g.p("%s := %s if { %s%s := %s }", r.name("counter"), fields("n"), pre, "n", r.name("amount"))
@@ -160,7 +163,12 @@ func (g *gen) cond(c policy.Condition) string {
 		if c.Value.(bool) {
 			return v + " != null"
 		}
-		return "not " + v + " != null"
+		// A rule of its own: `not` over a comparison whose operand is
+		// undefined does not hold in OPA, so "missing" must be spelled out.
+		name := fmt.Sprintf("c%d", g.nCond)
+		g.nCond++
+		g.pending = append(g.pending, fmt.Sprintf("# %s is present and not null\n%s if %s != null\n", c.Path, name, v))
+		return "not " + name
 	case "lt", "lte", "gt", "gte":
 		op := map[string]string{"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}[c.Op]
 		return g.helper(c, v, false, []string{"is_number(x); x " + op + " " + lit(c.Value)})

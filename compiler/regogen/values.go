@@ -44,8 +44,9 @@ func str(s string) string {
 }
 
 // TextForm is the "plain text form" policy.md §3 compares by in eq: what
-// Go's fmt %v prints for the value as PolicyLayer decodes it (YAML ints as
-// ints, floats as float64, JSON numbers as float64).
+// Go's fmt %v prints for the value as PolicyLayer decodes it. A policy's
+// YAML ints stay ints ("5000000"), its YAML floats and every JSON number in
+// a call are float64 ("5e+06").
 func TextForm(v any) string {
 	switch x := v.(type) {
 	case nil:
@@ -81,7 +82,10 @@ func eqAlternatives(x string, v any) []string {
 		return []string{x + " == " + lit(val), x + " == " + str(strconv.FormatBool(val))}
 	case string:
 		alts := []string{x + " == " + str(val)}
-		if f, err := strconv.ParseFloat(val, 64); err == nil && !math.IsInf(f, 0) && !math.IsNaN(f) && TextForm(f) == val {
+		// A string that is a number's text form also equals that number,
+		// compared exactly (docs/semantics-choices.md, choice 9). "-0" is
+		// no number's text form here: a call's -0 reads as 0.
+		if f, err := strconv.ParseFloat(val, 64); err == nil && !math.IsInf(f, 0) && TextForm(f) == val && val != "-0" {
 			alts = append(alts, "is_number("+x+"); "+x+" == "+lit(f))
 		}
 		switch val {
@@ -92,8 +96,8 @@ func eqAlternatives(x string, v any) []string {
 		}
 		return alts
 	}
-	if f, ok := asFloat(v); ok {
-		return []string{"is_number(" + x + "); " + x + " == " + lit(v), x + " == " + str(TextForm(f))}
+	if _, ok := asFloat(v); ok {
+		return []string{"is_number(" + x + "); " + x + " == " + lit(v), x + " == " + str(TextForm(v))}
 	}
 	panic(fmt.Sprintf("regogen: eq on %T", v))
 }
