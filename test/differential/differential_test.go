@@ -45,14 +45,11 @@ var (
 // explains looks for.
 var knownRegogenBugs []knownRegogenBug
 
-
-
 type knownRegogenBug struct {
 	name      string
 	deviation model.Deviation
 	explains  func(set *policy.Set, in model.Input, want bundles.Decision, got []result) bool
 }
-
 
 // knownBug names the known bugs that explain a mismatch, or "".
 func knownBug(set *policy.Set, in model.Input, got []result) string {
