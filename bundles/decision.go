@@ -143,7 +143,8 @@ func AppendString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-// Decision is the result of policy.md §6.
+// Decision is the result of policy.md §6. A decision is read-only: the
+// runtime shares its strings and Limit pointers between decisions.
 type Decision struct {
 	Decision Outcome `json:"decision"`
 	// Rule names the deciding rule as "FILE#KEY/NAME" ("FILE#hide" and

@@ -13,8 +13,16 @@ import (
 // beyond the decision's own strings, slices and pointers; anything else is
 // decoded by encoding/json, which has the last word.
 func decodeResult(b []byte, d *bundles.Decision) error {
+	return decodeResultInterned(b, d, nil)
+}
+
+// decodeResultInterned is decodeResult with the strings and limits of the
+// decision taken from (and added to) in, so that the rule ids, messages and
+// counter keys a policy returns call after call are allocated once per
+// instance, not once per call.
+func decodeResultInterned(b []byte, d *bundles.Decision, in *interner) error {
 	*d = bundles.Decision{}
-	p := resultParser{b: b}
+	p := resultParser{b: b, in: in}
 	if p.resultSet(d) && p.end() {
 		return checkDecision(d)
 	}
@@ -54,8 +62,48 @@ func checkDecision(d *bundles.Decision) error {
 // resultParser is the fast decoder. Each method returns false when the input
 // is not in the shape it handles, and the caller falls back.
 type resultParser struct {
-	b []byte
-	i int
+	b  []byte
+	i  int
+	in *interner // nil: no interning
+}
+
+// interner holds the strings and limits decisions have returned. It belongs
+// to one instance, so it needs no lock; it stops growing at maxInterned
+// entries (a policy has a bounded number of distinct strings, but messages
+// built from a tool name are not).
+type interner struct {
+	strs   map[string]string
+	limits map[int64]*int64
+}
+
+const maxInterned = 4096
+
+func newInterner() *interner {
+	return &interner{strs: map[string]string{}, limits: map[int64]*int64{}}
+}
+
+func (in *interner) str(b []byte) string {
+	if s, ok := in.strs[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(in.strs) < maxInterned {
+		in.strs[s] = s
+	}
+	return s
+}
+
+// limit returns a pointer to v shared by every decision of the instance:
+// decisions are read-only.
+func (in *interner) limit(v int64) *int64 {
+	if p, ok := in.limits[v]; ok {
+		return p
+	}
+	p := &v
+	if len(in.limits) < maxInterned {
+		in.limits[v] = p
+	}
+	return p
 }
 
 func (p *resultParser) ws() {
@@ -137,6 +185,9 @@ func (p *resultParser) str() (string, bool) {
 		return "hour", true
 	case "day":
 		return "day", true
+	}
+	if p.in != nil {
+		return p.in.str(r), true
 	}
 	return string(r), true
 }
@@ -269,7 +320,11 @@ func (p *resultParser) counters(d *bundles.Decision) bool {
 					return 4, true
 				}
 				v, ok := p.int()
-				r.Limit = &v
+				if p.in != nil {
+					r.Limit = p.in.limit(v)
+				} else {
+					r.Limit = &v
+				}
 				return 4, ok
 			case "window":
 				r.Window, ok = p.str()

@@ -36,7 +36,8 @@ type instance struct {
 	dataAddr uint32 // the parsed data document
 	base     uint32 // heap pointer after the data: where each input is written
 	stack    [7]uint64
-	buf      []byte // the encoded input
+	buf      []byte    // the encoded input
+	intern   *interner // strings and limits of this instance's decisions
 }
 
 // newInstance instantiates the policy of v and parses data into it.
@@ -56,7 +57,7 @@ func newInstance(ctx context.Context, v *variant, data []byte) (*instance, error
 		_ = env.Close(ctx)
 		return nil, fmt.Errorf("instantiating policy: %w", classify(err, nil))
 	}
-	i := &instance{env: env, mod: mod, mem: env.Memory()}
+	i := &instance{env: env, mod: mod, mem: env.Memory(), intern: newInterner()}
 	for _, f := range []struct {
 		name string
 		fn   *api.Function

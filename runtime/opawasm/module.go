@@ -249,7 +249,7 @@ func (m *Module) Eval(ctx context.Context, in *bundles.Input) (bundles.Decision,
 		inst.close()
 		return d, err
 	}
-	err = decodeResult(res, &d)
+	err = decodeResultInterned(res, &d, inst.intern)
 	m.give(v, inst)
 	return d, err
 }
@@ -271,7 +271,7 @@ func (m *Module) evalGuarded(ctx context.Context, fast *instance, d *bundles.Dec
 		g.close()
 		return *d, err
 	}
-	err = decodeResult(res, d)
+	err = decodeResultInterned(res, d, g.intern)
 	m.give(m.guarded, g)
 	return *d, err
 }

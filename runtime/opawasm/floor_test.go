@@ -1,0 +1,77 @@
+package opawasm
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/toolgate/toolgate/bundles"
+)
+
+// floorInput is test/bench's benchmark call (an allowed call of tool_050
+// that runs every rule of its chain and reserves two counters).
+var floorInput = bundles.Input{
+	Server:    "bench",
+	Tool:      "tool_050",
+	Arguments: []byte(`{"amount":120,"currency":"eur","project":"proj-42","level":3,"note":"a typical call with a few arguments"}`),
+	Identity:  bundles.Identity{Subject: "alice", Groups: []string{"eng", "payments"}},
+	State:     []bundles.CounterValue{{Key: "tool_050._rate_hour", Value: 7}, {Key: "_global.calls", Value: 1234}},
+}
+
+func benchBundle(tb testing.TB, file string) *Module {
+	tb.Helper()
+	raw, err := os.ReadFile("testdata/" + file)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b, err := bundles.ReadBytes(raw, bundles.Limits{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m, err := Compile(context.Background(), b.Wasm, b.Data)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(m.Close)
+	return m
+}
+
+// BenchmarkFloor compares a whole decision (check, encode, evaluate,
+// decode) with the floor of this design: the bare opa_eval call on the same
+// module with the input already in Wasm memory.
+func BenchmarkFloor(b *testing.B) {
+	for _, tc := range []struct{ name, file string }{{"10rules", "bench10.tar.gz"}, {"500rules", "bench500.tar.gz"}} {
+		m := benchBundle(b, tc.file)
+		ctx := context.Background()
+		d, err := m.Eval(ctx, &floorInput)
+		if err != nil || d.Decision != bundles.Allow || len(d.Counters) != 2 {
+			b.Fatalf("%s: the benchmark call should be allowed with two counters: %+v, %v", tc.name, d, err)
+		}
+		b.Run(tc.name+"/decision", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := m.Eval(ctx, &floorInput); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(tc.name+"/raw-opa-eval", func(b *testing.B) {
+			inst, err := m.take(ctx, m.fast)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer inst.close()
+			inst.buf = floorInput.AppendJSON(inst.buf[:0])
+			n := uint32(len(inst.buf))
+			inst.mem.Write(inst.base, inst.buf)
+			b.ReportAllocs()
+			for b.Loop() {
+				s := &inst.stack
+				*s = [7]uint64{0, uint64(m.entrypoint), uint64(inst.dataAddr), uint64(inst.base), uint64(n), uint64(inst.base + n), 0}
+				if err := inst.eval.CallWithStack(ctx, s[:]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
