@@ -82,6 +82,16 @@ type Metadata struct {
 	Sources []SourceDigest `json:"sources"`
 	// Servers lists the servers the bundle governs, sorted.
 	Servers []string `json:"servers"`
+	// Reads, when set, lists what of a call the policy reads, so that the
+	// runtime can leave the rest out of the Wasm input. Absent: everything.
+	Reads *Reads `json:"reads,omitempty"`
+}
+
+// Reads is what of a call's input a policy reads.
+type Reads struct {
+	// Arguments are the argument paths (lists of object keys) any rule
+	// reads, sorted; empty when no rule reads arguments.
+	Arguments [][]string `json:"arguments"`
 }
 
 // SourceDigest names a policy source file and its content's sha256 (hex).

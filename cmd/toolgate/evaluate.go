@@ -45,7 +45,7 @@ func testCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			mod, err := opawasm.Compile(ctx, b.Wasm, b.Data)
+			mod, err := opawasm.Compile(ctx, b.Wasm, b.Data, opawasm.BundleOptions(&b.Manifest)...)
 			if err != nil {
 				return fmt.Errorf("loading the compiled bundle: %w", err)
 			}
@@ -102,7 +102,7 @@ func evalCmd() *cobra.Command {
 			if err != nil {
 				return problemError{err}
 			}
-			mod, err := opawasm.Compile(ctx, b.Wasm, b.Data)
+			mod, err := opawasm.Compile(ctx, b.Wasm, b.Data, opawasm.BundleOptions(&b.Manifest)...)
 			if err != nil {
 				return problemError{fmt.Errorf("loading %s: %w", bundlePath, err)}
 			}

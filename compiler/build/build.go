@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	opabundle "github.com/open-policy-agent/opa/v1/bundle"
@@ -82,7 +83,44 @@ func Build(ctx context.Context, sources []policy.Source, opts Options) (*bundles
 	for _, s := range set.Servers {
 		b.Manifest.Metadata.Servers = append(b.Manifest.Metadata.Servers, s.Name)
 	}
+	b.Manifest.Metadata.Reads = &bundles.Reads{Arguments: ArgumentPaths(set)}
 	return b, set, nil
+}
+
+// ArgumentPaths lists every argument path a rule of set reads (in
+// conditions, when, or increment_from), as lists of keys, sorted and
+// without duplicates.
+func ArgumentPaths(set *policy.Set) [][]string {
+	seen := map[string]bool{}
+	var out [][]string
+	add := func(path string) {
+		rest, ok := strings.CutPrefix(path, "args.")
+		if !ok || seen[rest] {
+			return
+		}
+		seen[rest] = true
+		out = append(out, strings.Split(rest, "."))
+	}
+	for _, f := range set.Files {
+		for _, t := range f.Tools {
+			for _, r := range t.Rules {
+				for _, c := range r.Conditions {
+					add(c.Path)
+				}
+				for _, c := range r.When {
+					add(c.Path)
+				}
+				if r.State != nil {
+					add(r.State.IncrementFrom)
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return strings.Join(out[i], "\x00") < strings.Join(out[j], "\x00") })
+	if out == nil {
+		out = [][]string{}
+	}
+	return out
 }
 
 // CompileWasm compiles generated Rego (package toolgate) to an OPA Wasm

@@ -99,7 +99,7 @@ func (e *Engine) Swap(ctx context.Context, digest string, b *bundles.Bundle) err
 	if cur := e.cur.Load(); cur != nil && cur.digest == digest {
 		return nil
 	}
-	mod, err := opawasm.Compile(ctx, b.Wasm, b.Data, e.opts...)
+	mod, err := opawasm.Compile(ctx, b.Wasm, b.Data, append(opawasm.BundleOptions(&b.Manifest), e.opts...)...)
 	if err != nil {
 		return fmt.Errorf("compiling %s: %w", digest, err)
 	}

@@ -3,6 +3,7 @@ package opawasm
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/toolgate/toolgate/bundles"
@@ -28,7 +29,7 @@ func benchBundle(tb testing.TB, file string) *Module {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m, err := Compile(context.Background(), b.Wasm, b.Data)
+	m, err := Compile(context.Background(), b.Wasm, b.Data, BundleOptions(&b.Manifest)...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -61,7 +62,10 @@ func BenchmarkFloor(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer inst.close()
-			inst.buf = floorInput.AppendJSON(inst.buf[:0])
+			// The same input the decision sends: arguments projected.
+			in := floorInput
+			in.Arguments = m.o.projection.appendProjected(nil, in.Arguments)
+			inst.buf = in.AppendJSON(inst.buf[:0])
 			n := uint32(len(inst.buf))
 			inst.mem.Write(inst.base, inst.buf)
 			b.ReportAllocs()
@@ -73,5 +77,40 @@ func BenchmarkFloor(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkLargeArguments is a call carrying a 256 KiB payload the policy
+// never reads (a file's contents, say), with and without the projection of
+// the arguments to the paths the policy reads.
+func BenchmarkLargeArguments(b *testing.B) {
+	raw, err := os.ReadFile("testdata/bench10.tar.gz")
+	if err != nil {
+		b.Fatal(err)
+	}
+	bd, err := bundles.ReadBytes(raw, bundles.Limits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := floorInput
+	in.Arguments = []byte(`{"amount":120,"currency":"eur","content":"` + strings.Repeat("x", 256<<10) + `"}`)
+	for _, tc := range []struct {
+		name string
+		opts []Option
+	}{{"projected", BundleOptions(&bd.Manifest)}, {"whole", nil}} {
+		m, err := Compile(context.Background(), bd.Wasm, bd.Data, tc.opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(tc.name, func(b *testing.B) {
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if d, err := m.Eval(ctx, &in); err != nil || d.Decision != bundles.Allow {
+					b.Fatal(d, err)
+				}
+			}
+		})
+		m.Close()
 	}
 }

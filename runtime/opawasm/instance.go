@@ -37,6 +37,7 @@ type instance struct {
 	base     uint32 // heap pointer after the data: where each input is written
 	stack    [7]uint64
 	buf      []byte    // the encoded input
+	args     []byte    // the projected arguments
 	intern   *interner // strings and limits of this instance's decisions
 }
 

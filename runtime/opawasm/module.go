@@ -236,7 +236,14 @@ func (m *Module) Eval(ctx context.Context, in *bundles.Input) (bundles.Decision,
 	if err != nil {
 		return d, err
 	}
-	inst.buf = in.AppendJSON(inst.buf[:0])
+	if m.o.projection != nil && len(in.Arguments) > 0 {
+		inst.args = m.o.projection.appendProjected(inst.args[:0], in.Arguments)
+		projected := *in
+		projected.Arguments = inst.args
+		inst.buf = projected.AppendJSON(inst.buf[:0])
+	} else {
+		inst.buf = in.AppendJSON(inst.buf[:0])
+	}
 	if len(inst.buf) > m.o.maxInputBytes {
 		m.give(v, inst)
 		return d, fmt.Errorf("%w: %d bytes, the limit is %d", ErrInputTooLarge, len(inst.buf), m.o.maxInputBytes)
@@ -299,8 +306,13 @@ func (m *Module) give(v *variant, inst *instance) {
 // checkInput checks the raw JSON fields of in: each must be empty or one JSON
 // object, within the depth left at its place in the input.
 func (m *Module) checkInput(in *bundles.Input) error {
-	if n := len(in.Arguments) + len(in.Tool) + len(in.Annotations) + len(in.Identity.Claims); n > m.o.maxInputBytes {
-		return fmt.Errorf("%w: over %d bytes, the limit is %d", ErrInputTooLarge, n, m.o.maxInputBytes)
+	if n := len(in.Arguments); n > m.o.maxArgumentBytes {
+		return fmt.Errorf("%w: arguments of %d bytes, the limit is %d", ErrInputTooLarge, n, m.o.maxArgumentBytes)
+	}
+	if m.o.projection == nil {
+		if n := len(in.Arguments) + len(in.Tool) + len(in.Annotations) + len(in.Identity.Claims); n > m.o.maxInputBytes {
+			return fmt.Errorf("%w: over %d bytes, the limit is %d", ErrInputTooLarge, n, m.o.maxInputBytes)
+		}
 	}
 	for _, f := range []struct {
 		name  string

@@ -2,6 +2,8 @@ package opawasm
 
 import (
 	"runtime"
+
+	"github.com/toolgate/toolgate/bundles"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -11,6 +13,7 @@ import (
 const (
 	DefaultMemoryLimitPages = 1024 // 64 MiB
 	DefaultMaxInputBytes    = 1 << 20
+	DefaultMaxArgumentBytes = 16 << 20
 	DefaultMaxDepth         = 64
 	DefaultGuardThreshold   = 64 << 10
 	DefaultTimeout          = 100 * time.Millisecond
@@ -30,6 +33,8 @@ type options struct {
 	timeout          time.Duration
 	maxIdle          int
 	cache            wazero.CompilationCache
+	maxArgumentBytes int
+	projection       *projection
 }
 
 func newOptions(opts []Option) options {
@@ -40,6 +45,7 @@ func newOptions(opts []Option) options {
 		guardThreshold:   DefaultGuardThreshold,
 		timeout:          DefaultTimeout,
 		maxIdle:          2 * runtime.GOMAXPROCS(0),
+		maxArgumentBytes: DefaultMaxArgumentBytes,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -120,4 +126,34 @@ func WithMaxIdle(n int) Option {
 // owns c and closes it after every Module that uses it.
 func WithCompilationCache(c wazero.CompilationCache) Option {
 	return func(o *options) { o.cache = c }
+}
+
+// WithArgumentPaths tells the module which argument paths its policy reads
+// (each a list of object keys; the bundle manifest lists them). Each call's
+// arguments are then cut down to those paths before they enter Wasm, which
+// gives the same decision for less work. Without it the whole arguments
+// object is sent.
+func WithArgumentPaths(paths [][]string) Option {
+	return func(o *options) { o.projection = newProjection(paths) }
+}
+
+// WithMaxArgumentBytes sets the most bytes a call's raw arguments may have
+// (default [DefaultMaxArgumentBytes]); with [WithArgumentPaths] only the
+// projected part counts against [WithMaxInputBytes].
+func WithMaxArgumentBytes(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.maxArgumentBytes = n
+		}
+	}
+}
+
+// BundleOptions returns the options a bundle's manifest implies (the
+// argument paths its policy reads), to pass to [Compile] with the bundle's
+// Wasm and data.
+func BundleOptions(m *bundles.Manifest) []Option {
+	if m.Metadata.Reads == nil {
+		return nil
+	}
+	return []Option{WithArgumentPaths(m.Metadata.Reads.Arguments)}
 }

@@ -33,7 +33,7 @@ func setup(tb testing.TB, sources []policy.Source) []subject {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	mod, err := opawasm.Compile(ctx, b.Wasm, b.Data)
+	mod, err := opawasm.Compile(ctx, b.Wasm, b.Data, opawasm.BundleOptions(&b.Manifest)...)
 	if err != nil {
 		tb.Fatal(err)
 	}

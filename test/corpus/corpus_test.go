@@ -47,7 +47,7 @@ func TestCorpusBuildsAndDecides(t *testing.T) {
 			if err != nil {
 				t.Fatalf("build: %v", err)
 			}
-			mod, err := opawasm.Compile(ctx, b.Wasm, b.Data)
+			mod, err := opawasm.Compile(ctx, b.Wasm, b.Data, opawasm.BundleOptions(&b.Manifest)...)
 			if err != nil {
 				t.Fatalf("load: %v", err)
 			}

@@ -118,7 +118,7 @@ func TestDifferential(t *testing.T) {
 				wasmSem <- struct{}{}
 				wasmBytes, err := build.CompileWasm(ctx, regoSrc)
 				if err == nil {
-					wasm, err = opawasm.Compile(ctx, wasmBytes, nil)
+					wasm, err = opawasm.Compile(ctx, wasmBytes, nil, opawasm.WithArgumentPaths(build.ArgumentPaths(set)))
 				}
 				<-wasmSem
 				if err != nil {
