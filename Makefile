@@ -31,10 +31,16 @@ test:
 
 # bench: the benchmarks of BENCHMARKS.md, side by side in one run.
 BENCH_COUNT ?= 8
+BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 bench:
 	@mkdir -p bin
-	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./runtime/opawasm/ ./test/bench/ | tee bin/bench.txt
-	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da bin/bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./runtime/opawasm/ ./runtime/engine/ ./test/bench/ | tee bin/bench.txt
+	@echo; echo "── our runtime vs OPA topdown vs OPA's Wasm target (one run, ratios vs toolgate)"
+	$(BENCHSTAT) -filter '.name:Decision' -col /impl bin/bench.txt
+	@echo; echo "── a whole decision vs the bare opa_eval call on the same module"
+	$(BENCHSTAT) -filter '.name:Floor' -col /path bin/bench.txt
+	@echo; echo "── everything"
+	$(BENCHSTAT) bin/bench.txt
 
 # fuzz: a longer run of each native fuzz target (the seeds run in `make test`).
 FUZZTIME ?= 60s

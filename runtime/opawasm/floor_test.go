@@ -48,7 +48,7 @@ func BenchmarkFloor(b *testing.B) {
 		if err != nil || d.Decision != bundles.Allow || len(d.Counters) != 2 {
 			b.Fatalf("%s: the benchmark call should be allowed with two counters: %+v, %v", tc.name, d, err)
 		}
-		b.Run(tc.name+"/decision", func(b *testing.B) {
+		b.Run("policy="+tc.name+"/path=decision", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := m.Eval(ctx, &floorInput); err != nil {
@@ -56,7 +56,7 @@ func BenchmarkFloor(b *testing.B) {
 				}
 			}
 		})
-		b.Run(tc.name+"/raw-opa-eval", func(b *testing.B) {
+		b.Run("policy="+tc.name+"/path=raw-opa-eval", func(b *testing.B) {
 			inst, err := m.take(ctx, m.fast)
 			if err != nil {
 				b.Fatal(err)
@@ -102,7 +102,7 @@ func BenchmarkLargeArguments(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Run(tc.name, func(b *testing.B) {
+		b.Run("args="+tc.name, func(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {

@@ -124,7 +124,7 @@ func BenchmarkDecision(b *testing.B) {
 		sources []policy.Source
 	}{{"10rules", Small()}, {"500rules", Large()}} {
 		for _, s := range setup(b, tc.sources) {
-			b.Run(tc.name+"/"+s.name, func(b *testing.B) {
+			b.Run("policy="+tc.name+"/impl="+s.name, func(b *testing.B) {
 				ctx := context.Background()
 				in := Call()
 				b.ReportAllocs()
@@ -141,7 +141,7 @@ func BenchmarkDecision(b *testing.B) {
 // BenchmarkDecisionParallel: 8 goroutines deciding at once (no global lock).
 func BenchmarkDecisionParallel(b *testing.B) {
 	subjects := setup(b, Large())
-	b.Run("500rules/toolgate", func(b *testing.B) {
+	b.Run("policy=500rules/impl=toolgate", func(b *testing.B) {
 		ctx := context.Background()
 		b.SetParallelism(4) // 4 × GOMAXPROCS(2) = 8 goroutines
 		b.ReportAllocs()
