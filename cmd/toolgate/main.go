@@ -58,7 +58,8 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(lintCmd(), regoCmd(), buildCmd(), testCmd(), evalCmd())
+	root.AddCommand(lintCmd(), regoCmd(), buildCmd(), testCmd(), evalCmd(),
+		keygenCmd(), pushCmd(), signCmd(), verifyCmd(), pullCmd(), pinCmd(), rollbackCmd())
 	// Unknown subcommands and bad argument counts are usage errors.
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)

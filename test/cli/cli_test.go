@@ -1,0 +1,185 @@
+// Package cli runs the toolgate binary as a user would: the whole path from
+// policy files to a signed, pinned bundle in a real registry, and back by
+// rollback, checking outputs and exit codes.
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/toolgate/toolgate/test/registry"
+)
+
+var toolgate string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "toolgate-cli")
+	if err != nil {
+		panic(err)
+	}
+	toolgate = filepath.Join(dir, "toolgate")
+	build := exec.Command("go", "build", "-o", toolgate, "github.com/toolgate/toolgate/cmd/toolgate")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		panic("building toolgate: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func run(t *testing.T, dir string, env []string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(toolgate, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+func must(t *testing.T, r result, what string) string {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("%s: exit %d\nstdout: %s\nstderr: %s", what, r.code, r.stdout, r.stderr)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+var digestRef = regexp.MustCompile(`^[^\s@]+@sha256:[0-9a-f]{64}$`)
+
+func writePolicy(t *testing.T, dir, limit string) {
+	t.Helper()
+	os.MkdirAll(filepath.Join(dir, "policies"), 0o755)
+	os.WriteFile(filepath.Join(dir, "policies", "github.yaml"), []byte(`version: "1"
+tools:
+  create_issue:
+    rules:
+      - name: hourly issue limit
+        rate_limit: `+limit+`
+`), 0o644)
+}
+
+func TestBuildPushSignPinRollback(t *testing.T) {
+	reg := registry.Start(t, registry.Options{})
+	dir := t.TempDir()
+	env := []string{"COSIGN_PASSWORD=correct horse", "HOME=" + dir, "DOCKER_CONFIG=" + dir}
+	repo := reg.Repo("acme/policies")
+
+	must(t, run(t, dir, env, "keygen"), "keygen")
+	if st, err := os.Stat(filepath.Join(dir, "cosign.key")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("cosign.key: %v, mode %v; want 0600", err, st.Mode())
+	}
+	if r := run(t, dir, env, "keygen"); r.code != 1 || !strings.Contains(r.stderr, "exists") {
+		t.Fatalf("keygen over existing keys: exit %d, %q; want 1 and a refusal", r.code, r.stderr)
+	}
+
+	writePolicy(t, dir, "5/hour")
+	must(t, run(t, dir, env, "build", "-o", "v1.tar.gz", "--revision", "c1"), "build v1")
+	v1 := must(t, run(t, dir, env, "push", "v1.tar.gz", repo+":latest", "--key", "cosign.key"), "push v1")
+	if !digestRef.MatchString(v1) {
+		t.Fatalf("push printed %q, want only REPO@sha256:…", v1)
+	}
+	if again := must(t, run(t, dir, env, "push", "v1.tar.gz", repo+":latest"), "push v1 again"); again != v1 {
+		t.Fatalf("pushing the same bundle twice: %s then %s", v1, again)
+	}
+	must(t, run(t, dir, env, "verify", v1, "--key", "cosign.pub"), "verify v1")
+
+	// Another key did not sign it: exit 1.
+	must(t, run(t, dir, env, "keygen", "--output-key-prefix", "other"), "keygen other")
+	if r := run(t, dir, env, "verify", v1, "--key", "other.pub"); r.code != 1 {
+		t.Fatalf("verify with a key that did not sign: exit %d (%s), want 1", r.code, r.stderr)
+	}
+	// Key rotation: any listed key may have signed.
+	must(t, run(t, dir, env, "verify", v1, "--key", "other.pub", "--key", "cosign.pub"), "verify with two keys")
+
+	// Pull verifies, then writes the very bytes that were pushed.
+	must(t, run(t, dir, env, "pull", v1, "--key", "cosign.pub", "-o", "pulled.tar.gz"), "pull")
+	a, _ := os.ReadFile(filepath.Join(dir, "v1.tar.gz"))
+	b, _ := os.ReadFile(filepath.Join(dir, "pulled.tar.gz"))
+	if !bytes.Equal(a, b) {
+		t.Fatal("pulled bundle differs from the pushed one")
+	}
+	if r := run(t, dir, env, "pull", repo+":latest", "--key", "cosign.pub", "-o", "x.tar.gz"); r.code == 0 {
+		t.Fatal("pull by tag succeeded; only digests may be pulled")
+	}
+
+	// An unsigned bundle can be pushed but neither verified nor pinned.
+	writePolicy(t, dir, "7/hour")
+	must(t, run(t, dir, env, "build", "-o", "unsigned.tar.gz"), "build unsigned")
+	unsigned := must(t, run(t, dir, env, "push", "unsigned.tar.gz", repo+":unsigned"), "push unsigned")
+	if r := run(t, dir, env, "pin", unsigned, "--pin-file", "pin.yaml", "--key", "cosign.pub"); r.code != 1 {
+		t.Fatalf("pinning an unsigned bundle: exit %d, want 1", r.code)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pin.yaml")); err == nil {
+		t.Fatal("a refused pin wrote the pin file")
+	}
+
+	must(t, run(t, dir, env, "pin", v1, "--pin-file", "pin.yaml", "--key", "cosign.pub"), "pin v1")
+	writePolicy(t, dir, "10/hour")
+	must(t, run(t, dir, env, "build", "-o", "v2.tar.gz", "--revision", "c2"), "build v2")
+	v2 := must(t, run(t, dir, env, "push", "v2.tar.gz", repo+":latest", "--key", "cosign.key"), "push v2")
+	must(t, run(t, dir, env, "pin", v2, "--pin-file", "pin.yaml"), "pin v2 with the pin file's key")
+	pinned, _ := os.ReadFile(filepath.Join(dir, "pin.yaml"))
+	if !strings.Contains(string(pinned), "bundle: "+v2) || !strings.Contains(string(pinned), "publicKey: cosign.pub") {
+		t.Fatalf("pin file after pinning v2:\n%s", pinned)
+	}
+
+	back := must(t, run(t, dir, env, "rollback", "--pin-file", "pin.yaml"), "rollback")
+	if back != v1 {
+		t.Fatalf("rollback re-pinned %s, want %s", back, v1)
+	}
+	pinned, _ = os.ReadFile(filepath.Join(dir, "pin.yaml"))
+	if !strings.Contains(string(pinned), "bundle: "+v1) {
+		t.Fatalf("pin file after rollback:\n%s", pinned)
+	}
+
+	// A pin file that names a tag is refused.
+	os.WriteFile(filepath.Join(dir, "tag.yaml"), []byte("bundle: "+repo+":latest\npublicKey: cosign.pub\n"), 0o644)
+	if r := run(t, dir, env, "rollback", "--pin-file", "tag.yaml"); r.code != 1 || !strings.Contains(r.stderr, "digest") {
+		t.Fatalf("pin file naming a tag: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"nonsense"}, 2},
+		{[]string{"lint", "--bogus-flag"}, 2},
+		{[]string{"push", "only-one-arg"}, 2},
+		{[]string{"sign", "localhost:1/x@sha256:" + strings.Repeat("a", 64)}, 2}, // no --key
+		{[]string{"--help"}, 0},
+		{[]string{"lint", "no-such-dir"}, 1},
+	} {
+		if r := run(t, dir, nil, tc.args...); r.code != tc.code {
+			t.Errorf("toolgate %v: exit %d, want %d (stderr %q)", tc.args, r.code, tc.code, r.stderr)
+		}
+	}
+	writePolicy(t, dir, "0/hour") // a lint error
+	r := run(t, dir, nil, "lint")
+	if r.code != 1 || !strings.Contains(r.stdout, "policies/github.yaml:6:21: ") {
+		t.Errorf("lint of a bad policy: exit %d, stdout %q; want 1 and file:line:col", r.code, r.stdout)
+	}
+}
