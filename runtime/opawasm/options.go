@@ -44,7 +44,7 @@ func newOptions(opts []Option) options {
 		maxDepth:         DefaultMaxDepth,
 		guardThreshold:   DefaultGuardThreshold,
 		timeout:          DefaultTimeout,
-		maxIdle:          2 * runtime.GOMAXPROCS(0),
+		maxIdle:          max(16, 4*runtime.GOMAXPROCS(0)),
 		maxArgumentBytes: DefaultMaxArgumentBytes,
 	}
 	for _, opt := range opts {
@@ -111,7 +111,9 @@ func WithTimeout(d time.Duration) Option {
 }
 
 // WithMaxIdle sets how many idle instances each of the module's two pools
-// keeps; default 2×GOMAXPROCS. n ≤ 0 is ignored.
+// keeps; default max(16, 4×GOMAXPROCS), so that callers beyond the cores
+// (goroutines blocked in I/O between calls) reuse instances instead of
+// creating and closing them. n ≤ 0 is ignored.
 func WithMaxIdle(n int) Option {
 	return func(o *options) {
 		if n > 0 {
