@@ -85,7 +85,22 @@ type Metadata struct {
 	// Reads, when set, lists what of a call the policy reads, so that the
 	// runtime can leave the rest out of the Wasm input. Absent: everything.
 	Reads *Reads `json:"reads,omitempty"`
+	// Compact, when set, names a second entrypoint that gives the same
+	// decision with each counter as an [id, amount] pair indexing
+	// Compact.Counters: a much smaller result for the runtime to read.
+	Compact *Compact `json:"compact,omitempty"`
 }
+
+// Compact describes a bundle's compact entrypoint.
+type Compact struct {
+	Entrypoint string `json:"entrypoint"`
+	// Counters are the counters by id; Amount is the fixed increment, 0 for
+	// one taken from an argument.
+	Counters []Reservation `json:"counters"`
+}
+
+// CompactEntrypoint is the compact entrypoint toolgate's compiler emits.
+const CompactEntrypoint = "toolgate/compact"
 
 // Reads is what of a call's input a policy reads.
 type Reads struct {

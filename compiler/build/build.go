@@ -70,7 +70,7 @@ func Build(ctx context.Context, sources []policy.Source, opts Options) (*bundles
 			Metadata: bundles.Metadata{Compiler: "toolgate " + Version},
 		},
 		Wasm: wasm,
-		Data: []byte("{}"),
+		Data: regogen.Data(set),
 		Rego: rego,
 	}
 	for _, s := range sources {
@@ -84,6 +84,11 @@ func Build(ctx context.Context, sources []policy.Source, opts Options) (*bundles
 		b.Manifest.Metadata.Servers = append(b.Manifest.Metadata.Servers, s.Name)
 	}
 	b.Manifest.Metadata.Reads = &bundles.Reads{Arguments: ArgumentPaths(set)}
+	counters := regogen.CounterTable(set)
+	if counters == nil {
+		counters = []bundles.Reservation{}
+	}
+	b.Manifest.Metadata.Compact = &bundles.Compact{Entrypoint: bundles.CompactEntrypoint, Counters: counters}
 	return b, set, nil
 }
 
@@ -137,7 +142,7 @@ func CompileWasm(ctx context.Context, rego []byte) ([]byte, error) {
 	}
 	c := compile.New().
 		WithTarget(compile.TargetWasm).
-		WithEntrypoints(bundles.Entrypoint).
+		WithEntrypoints(bundles.Entrypoint, bundles.CompactEntrypoint).
 		WithRegoVersion(ast.RegoV1).
 		WithBundle(in)
 	if err := c.Build(ctx); err != nil {

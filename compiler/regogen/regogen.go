@@ -16,6 +16,7 @@
 package regogen
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"regexp"
@@ -23,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/toolgate/toolgate/bundles"
 	"github.com/toolgate/toolgate/compiler/policy"
 )
 
@@ -118,6 +120,69 @@ func UnknownServerMessage(server string) string {
 	return `Server "` + server + `" is not governed by any policy`
 }
 
+// CounterTable lists every counter a call of set may reserve — the
+// enforced evaluate rules with state — in the order the generated Rego
+// numbers them: the compact decision's [id, amount] pairs index it, and the
+// bundle manifest carries it for the runtime. Amount is the fixed increment
+// (0 for increment_from).
+func CounterTable(set *policy.Set) []bundles.Reservation {
+	var out []bundles.Reservation
+	forEachCounter(set, func(f *policy.File, key string, r *policy.Rule) {
+		res := bundles.Reservation{
+			Key:     policy.CounterKey(key, r.State.Counter),
+			Window:  r.State.Window,
+			Rule:    RuleID(f, key, r.Name),
+			Message: CounterMessage(r),
+		}
+		if r.State.IncrementFrom == "" {
+			res.Amount = r.State.Increment
+		}
+		if n, ok := CounterLimit(key, r); ok {
+			res.Limit = &n
+		}
+		out = append(out, res)
+	})
+	return out
+}
+
+// Data returns the bundle's data.json for set: the counter table the
+// generated Rego's full decision reads. It is data, not Rego, so that a Wasm
+// evaluation looks a counter up instead of building the table each time.
+func Data(set *policy.Set) []byte {
+	table := CounterTable(set)
+	if table == nil {
+		table = []bundles.Reservation{}
+	}
+	b, err := json.Marshal(map[string]any{"toolgate": map[string]any{"counter_table": table}})
+	if err != nil {
+		panic(err) // plain data: cannot fail
+	}
+	return b
+}
+
+// forEachCounter calls fn for each counter rule of set in id order:
+// servers by name, their files by path, tools and rules in file order.
+func forEachCounter(set *policy.Set, fn func(f *policy.File, key string, r *policy.Rule)) {
+	for _, s := range set.Servers {
+		for _, f := range s.Files {
+			for ti := range f.Tools {
+				t := &f.Tools[ti]
+				for ri := range t.Rules {
+					r := &t.Rules[ri]
+					if isCounter(f, r) {
+						fn(f, t.Key, r)
+					}
+				}
+			}
+		}
+	}
+}
+
+// isCounter: a rule whose counter a call reserves.
+func isCounter(f *policy.File, r *policy.Rule) bool {
+	return r.State != nil && r.Action == policy.ActionEvaluate && f.Mode != policy.ModeShadow && r.Mode != policy.ModeShadow
+}
+
 // Generate returns the Rego for a linted set. header lines are written as
 // comments at the top (the compiler's version, say).
 func Generate(set *policy.Set, header ...string) []byte {
@@ -137,6 +202,8 @@ type gen struct {
 	classes map[string]string
 	// pending holds condition helpers to write after the current rule.
 	pending []string
+	// nCounter numbers counter rules as CounterTable does.
+	nCounter int
 }
 
 func (g *gen) p(format string, args ...any) { fmt.Fprintf(&g.b, format, args...); g.b.WriteByte('\n') }
@@ -183,10 +250,28 @@ func (g *gen) file(set *policy.Set, header []string) {
 	g.p("package toolgate")
 	g.p("")
 	g.p("# decision is the contract of policy.md §6: one object for every input.")
-	g.p("decision := d if {")
+	g.p("# It is compact with each counter written out from counter_table.")
+	g.p("decision := {")
+	g.p("\t\"decision\": c.decision, \"rule\": c.rule, \"message\": c.message,")
+	g.p("\t\"counters\": [counter(p) | some p in c.counters],")
+	g.p("\t\"approval\": c.approval, \"shadow\": c.shadow,")
+	g.p("} if {")
+	g.p("\tc := compact")
+	g.p("}")
+	g.p("")
+	g.p("# compact is decision with each counter as [id, amount], id indexing")
+	g.p("# counter_table (and the bundle manifest's metadata.counters): the same")
+	g.p("# decision in a fraction of the output, for the runtime's hot path.")
+	g.p("compact := d if {")
 	g.p("\td := server_decision(input.server)")
 	g.p("} else := d if {")
 	g.p("\td := deny(\"\", concat(\"\", [%s, input.server, %s]), [])", str(`Server "`), str(`" is not governed by any policy`))
+	g.p("}")
+	g.p("")
+	g.p("# counter(p) writes out the counter of a compact [id, amount] pair from")
+	g.p("# data.toolgate.counter_table, the bundle's data.json (see Data).")
+	g.p("counter(p) := {\"key\": c.key, \"amount\": p[1], \"limit\": c.limit, \"window\": c.window, \"rule\": c.rule, \"message\": c.message} if {")
+	g.p("\tc := data.toolgate.counter_table[p[0]]")
 	g.p("}")
 	g.p("")
 	g.p("deny(rule, message, shadow) := {\"decision\": \"deny\", \"rule\": rule, \"message\": message, \"counters\": [], \"approval\": null, \"shadow\": shadow}")

@@ -74,13 +74,11 @@ func (g *gen) rule(r *ruleGen) {
 func (g *gen) counter(r *ruleGen, id, applies string) {
 	rl := r.rule
 	st := rl.State
-	limit := "null"
-	if n, ok := CounterLimit(r.key, rl); ok {
-		limit = fmt.Sprint(n)
-	}
-	key := policy.CounterKey(r.key, st.Counter)
+	g.p("# counter %d: %s (counter_table[%d])", g.nCounter, policy.CounterKey(r.key, st.Counter), g.nCounter)
+	cid := g.nCounter
+	g.nCounter++
 	fields := func(amount string) string {
-		return obj("key", str(key), "amount", amount, "limit", limit, "window", str(st.Window), "rule", str(id), "message", str(CounterMessage(rl)))
+		return fmt.Sprintf("[%d, %s]", cid, amount)
 	}
 	pre := ""
 	if applies != "" {

@@ -13,21 +13,67 @@ import (
 // beyond the decision's own strings, slices and pointers; anything else is
 // decoded by encoding/json, which has the last word.
 func decodeResult(b []byte, d *bundles.Decision) error {
-	return decodeResultInterned(b, d, nil)
+	return decodeResultInterned(b, d, nil, nil)
 }
 
 // decodeResultInterned is decodeResult with the strings and limits of the
 // decision taken from (and added to) in, so that the rule ids, messages and
 // counter keys a policy returns call after call are allocated once per
 // instance, not once per call.
-func decodeResultInterned(b []byte, d *bundles.Decision, in *interner) error {
+func decodeResultInterned(b []byte, d *bundles.Decision, in *interner, compact *bundles.Compact) error {
 	*d = bundles.Decision{}
-	p := resultParser{b: b, in: in}
+	p := resultParser{b: b, in: in, compact: compact}
 	if p.resultSet(d) && p.end() {
 		return checkDecision(d)
 	}
 	*d = bundles.Decision{}
+	if compact != nil {
+		return decodeCompactSlow(b, d, compact)
+	}
 	return decodeResultSlow(b, d)
+}
+
+// decodeCompactSlow decodes a compact result with encoding/json.
+func decodeCompactSlow(b []byte, d *bundles.Decision, compact *bundles.Compact) error {
+	var rs []struct {
+		Result *struct {
+			Decision bundles.Outcome         `json:"decision"`
+			Rule     string                  `json:"rule"`
+			Message  string                  `json:"message"`
+			Counters [][2]int64              `json:"counters"`
+			Approval *bundles.Approval       `json:"approval"`
+			Shadow   []bundles.ShadowOutcome `json:"shadow"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(b, &rs); err != nil {
+		return fmt.Errorf("%w: result is not a compact result set: %v", ErrNoDecision, err)
+	}
+	if len(rs) != 1 || rs[0].Result == nil {
+		return fmt.Errorf("%w: the decision is undefined", ErrNoDecision)
+	}
+	r := rs[0].Result
+	*d = bundles.Decision{Decision: r.Decision, Rule: r.Rule, Message: r.Message, Approval: r.Approval, Shadow: r.Shadow}
+	for _, pair := range r.Counters {
+		c, ok := counterByID(compact, pair[0], pair[1])
+		if !ok {
+			return fmt.Errorf("%w: counter id %d is not in the bundle's table of %d", ErrNoDecision, pair[0], len(compact.Counters))
+		}
+		d.Counters = append(d.Counters, c)
+	}
+	if d.Counters == nil && r.Counters != nil {
+		d.Counters = []bundles.Reservation{}
+	}
+	return checkDecision(d)
+}
+
+// counterByID writes out counter id of the compact table with amount.
+func counterByID(compact *bundles.Compact, id, amount int64) (bundles.Reservation, bool) {
+	if id < 0 || id >= int64(len(compact.Counters)) {
+		return bundles.Reservation{}, false
+	}
+	c := compact.Counters[id]
+	c.Amount = amount
+	return c, true
 }
 
 func decodeResultSlow(b []byte, d *bundles.Decision) error {
@@ -65,6 +111,8 @@ type resultParser struct {
 	b  []byte
 	i  int
 	in *interner // nil: no interning
+	// compact, when set, says counters are [id, amount] pairs into its table.
+	compact *bundles.Compact
 }
 
 // interner holds the strings and limits decisions have returned. It belongs
@@ -301,6 +349,29 @@ func (p *resultParser) counters(d *bundles.Decision) bool {
 		return true
 	}
 	for {
+		if p.compact != nil {
+			// [id, amount]
+			if !p.eat('[') {
+				return false
+			}
+			id, ok := p.int()
+			if !ok || !p.eat(',') {
+				return false
+			}
+			amount, ok := p.int()
+			if !ok || !p.eat(']') {
+				return false
+			}
+			c, ok := counterByID(p.compact, id, amount)
+			if !ok {
+				return false
+			}
+			d.Counters = append(d.Counters, c)
+			if p.eat(',') {
+				continue
+			}
+			return p.eat(']')
+		}
 		var r bundles.Reservation
 		ok := p.object(func(key []byte) (uint, bool) {
 			var ok bool

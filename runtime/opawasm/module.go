@@ -205,9 +205,13 @@ func (m *Module) check(ctx context.Context) error {
 	if err := json.Unmarshal(raw, &eps); err != nil {
 		return fmt.Errorf("%w: entrypoints: %v", ErrABI, err)
 	}
-	id, ok := eps[bundles.Entrypoint]
+	want := bundles.Entrypoint
+	if m.o.compact != nil {
+		want = m.o.compact.Entrypoint
+	}
+	id, ok := eps[want]
 	if !ok {
-		return fmt.Errorf("%w: no entrypoint %s; build the bundle with that entrypoint", ErrABI, bundles.Entrypoint)
+		return fmt.Errorf("%w: no entrypoint %s; build the bundle with that entrypoint", ErrABI, want)
 	}
 	m.entrypoint = id
 	if m.fast.pool.give(inst) {
@@ -256,7 +260,7 @@ func (m *Module) Eval(ctx context.Context, in *bundles.Input) (bundles.Decision,
 		inst.close()
 		return d, err
 	}
-	err = decodeResultInterned(res, &d, inst.intern)
+	err = decodeResultInterned(res, &d, inst.intern, m.o.compact)
 	m.give(v, inst)
 	return d, err
 }
@@ -278,7 +282,7 @@ func (m *Module) evalGuarded(ctx context.Context, fast *instance, d *bundles.Dec
 		g.close()
 		return *d, err
 	}
-	err = decodeResultInterned(res, d, g.intern)
+	err = decodeResultInterned(res, d, g.intern, m.o.compact)
 	m.give(m.guarded, g)
 	return *d, err
 }

@@ -35,6 +35,7 @@ type options struct {
 	cache            wazero.CompilationCache
 	maxArgumentBytes int
 	projection       *projection
+	compact          *bundles.Compact
 }
 
 func newOptions(opts []Option) options {
@@ -154,8 +155,21 @@ func WithMaxArgumentBytes(n int) Option {
 // argument paths its policy reads), to pass to [Compile] with the bundle's
 // Wasm and data.
 func BundleOptions(m *bundles.Manifest) []Option {
-	if m.Metadata.Reads == nil {
-		return nil
+	var opts []Option
+	if m.Metadata.Reads != nil {
+		opts = append(opts, WithArgumentPaths(m.Metadata.Reads.Arguments))
 	}
-	return []Option{WithArgumentPaths(m.Metadata.Reads.Arguments)}
+	if m.Metadata.Compact != nil {
+		opts = append(opts, WithCompact(m.Metadata.Compact))
+	}
+	return opts
+}
+
+// WithCompact makes the module evaluate the bundle's compact entrypoint,
+// whose counters are [id, amount] pairs, and write each counter out from
+// c.Counters: the same decision, with a fraction of the output for Wasm to
+// serialize and for the host to parse. The counters' strings and limits are
+// shared by every decision.
+func WithCompact(c *bundles.Compact) Option {
+	return func(o *options) { o.compact = c }
 }

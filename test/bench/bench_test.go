@@ -10,6 +10,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	_ "github.com/open-policy-agent/opa/v1/features/wasm" // registers rego.Target("wasm")
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/toolgate/toolgate/bundles"
 	"github.com/toolgate/toolgate/compiler/build"
@@ -38,13 +39,27 @@ func setup(tb testing.TB, sources []policy.Source) []subject {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(mod.Close)
+	var data map[string]any
+	dec := json.NewDecoder(bytes.NewReader(b.Data))
+	dec.UseNumber()
+	if err := dec.Decode(&data); err != nil {
+		tb.Fatal(err)
+	}
+	// OPA evaluates the same compact entrypoint our runtime does, and its
+	// result is written out the same way, so each subject does the same work.
 	prepare := func(opts ...func(*rego.Rego)) rego.PreparedEvalQuery {
-		pq, err := rego.New(append([]func(*rego.Rego){rego.Query("data.toolgate.decision"), rego.Module("policy.rego", string(b.Rego))}, opts...)...).PrepareForEval(ctx)
+		base := []func(*rego.Rego){
+			rego.Query("data.toolgate.compact"),
+			rego.Module("policy.rego", string(b.Rego)),
+			rego.Store(inmem.NewFromObject(data)),
+		}
+		pq, err := rego.New(append(base, opts...)...).PrepareForEval(ctx)
 		if err != nil {
 			tb.Fatal(err)
 		}
 		return pq
 	}
+	table := b.Manifest.Metadata.Compact.Counters
 	viaOPA := func(pq rego.PreparedEvalQuery) evaluator {
 		var buf []byte
 		return func(ctx context.Context, in *bundles.Input) (bundles.Decision, error) {
@@ -61,9 +76,21 @@ func setup(tb testing.TB, sources []policy.Source) []subject {
 			if err != nil {
 				return bundles.Decision{}, err
 			}
-			var d bundles.Decision
-			err = json.Unmarshal(out, &d)
-			return d, err
+			var c struct {
+				bundles.Decision
+				Counters [][2]int64 `json:"counters"`
+			}
+			if err := json.Unmarshal(out, &c); err != nil {
+				return bundles.Decision{}, err
+			}
+			d := c.Decision
+			d.Counters = []bundles.Reservation{}
+			for _, p := range c.Counters {
+				r := table[p[0]]
+				r.Amount = p[1]
+				d.Counters = append(d.Counters, r)
+			}
+			return d, nil
 		}
 	}
 	return []subject{

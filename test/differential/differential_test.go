@@ -18,6 +18,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/util"
 
 	"github.com/toolgate/toolgate/bundles"
@@ -109,7 +110,7 @@ func TestDifferential(t *testing.T) {
 				t.Fatalf("generated policy does not lint clean: %v\n%s", diags, dump(sources))
 			}
 			regoSrc := regogen.Generate(set)
-			pq, err := rego.New(rego.Query("data.toolgate.decision"), rego.Module("policy.rego", string(regoSrc))).PrepareForEval(ctx)
+			pq, err := rego.New(rego.Query("data.toolgate.decision"), rego.Module("policy.rego", string(regoSrc)), dataStore(set)).PrepareForEval(ctx)
 			if err != nil {
 				t.Fatalf("preparing generated Rego: %v\n%s\n%s", err, dump(sources), regoSrc)
 			}
@@ -118,7 +119,8 @@ func TestDifferential(t *testing.T) {
 				wasmSem <- struct{}{}
 				wasmBytes, err := build.CompileWasm(ctx, regoSrc)
 				if err == nil {
-					wasm, err = opawasm.Compile(ctx, wasmBytes, nil, opawasm.WithArgumentPaths(build.ArgumentPaths(set)))
+					wasm, err = opawasm.Compile(ctx, wasmBytes, regogen.Data(set), opawasm.WithArgumentPaths(build.ArgumentPaths(set)),
+						opawasm.WithCompact(&bundles.Compact{Entrypoint: bundles.CompactEntrypoint, Counters: regogen.CounterTable(set)}))
 				}
 				<-wasmSem
 				if err != nil {
@@ -232,4 +234,15 @@ func dump(sources []policy.Source) string {
 		fmt.Fprintf(&b, "--- %s\n%s", s.Path, s.Data)
 	}
 	return b.String()
+}
+
+// dataStore gives OPA the bundle data the generated Rego reads.
+func dataStore(set *policy.Set) func(*rego.Rego) {
+	var data map[string]any
+	dec := json.NewDecoder(bytes.NewReader(regogen.Data(set)))
+	dec.UseNumber() // limits up to int64's end stay exact
+	if err := dec.Decode(&data); err != nil {
+		panic(err)
+	}
+	return rego.Store(inmem.NewFromObject(data))
 }

@@ -41,7 +41,7 @@ func TestRepro(t *testing.T) {
 	if len(diags) > 0 {
 		t.Fatalf("lint: %v", diags)
 	}
-	pq, err := rego.New(rego.Query("data.toolgate.decision"), rego.Module("policy.rego", string(regogen.Generate(set)))).PrepareForEval(ctx)
+	pq, err := rego.New(rego.Query("data.toolgate.decision"), rego.Module("policy.rego", string(regogen.Generate(set))), dataStore(set)).PrepareForEval(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +142,7 @@ func TestReproducers(t *testing.T) {
 			if len(diags) > 0 {
 				t.Fatal(diags)
 			}
-			pq, err := rego.New(rego.Query("data.toolgate.decision"), rego.Module("policy.rego", string(regogen.Generate(set)))).PrepareForEval(ctx)
+			pq, err := rego.New(rego.Query("data.toolgate.decision"), rego.Module("policy.rego", string(regogen.Generate(set))), dataStore(set)).PrepareForEval(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
