@@ -15,6 +15,47 @@ func (g *gen) class(desc, tool string, chain []entry) string {
 
 	type piece struct{ guard, value string }
 	var stops, woulds, approvals, counters, counterErrs []piece
+	// fast: the expressions that, all holding, mean no rule stops the call
+	// and none asks for approval, so it is allowed; written inline, they
+	// spare the common case the calls of the full chain. fastOK turns false
+	// for a chain the fast path cannot express.
+	var fast []string
+	var fastCounters []string
+	fastOK := true
+	for _, e := range chain {
+		switch {
+		case e.shadow:
+		case e.hidden != nil || e.denyBy != nil:
+			switch {
+			case e.guard == "":
+				fastOK = false
+			case strings.HasPrefix(e.guard, "not "):
+				fast = append(fast, strings.TrimPrefix(e.guard, "not "))
+			default:
+				fast = append(fast, "not "+e.guard)
+			}
+		case e.rule.rule.Action == "require_approval":
+			if e.guard != "" || len(e.rule.rule.When) == 0 {
+				fastOK = false
+			} else {
+				fast = append(fast, "not "+e.rule.name("when"))
+			}
+		case e.rule.rule.Action == "deny" && e.guard == "" && len(e.rule.rule.When) > 0:
+			fast = append(fast, "not "+e.rule.name("when"))
+		case e.rule.rule.Action == "evaluate" && e.guard == "" && len(e.rule.rule.When) == 0:
+			fast = append(fast, e.rule.holds...)
+			if st := e.rule.rule.State; st != nil {
+				if st.IncrementFrom != "" {
+					fast = append(fast, fmt.Sprintf("a%d := %s", e.rule.id, e.rule.name("amount")))
+					fastCounters = append(fastCounters, fmt.Sprintf("[%d, a%d]", e.rule.counterID, e.rule.id))
+				} else {
+					fastCounters = append(fastCounters, fmt.Sprintf("[%d, %d]", e.rule.counterID, st.Increment))
+				}
+			}
+		default:
+			fastOK = false
+		}
+	}
 	for _, e := range chain {
 		switch {
 		case e.hidden != nil:
@@ -104,6 +145,16 @@ func (g *gen) class(desc, tool string, chain []entry) string {
 
 	allow := obj("decision", str("allow"), "rule", `""`, "message", `""`, "counters", counterList, "approval", "null", "shadow", shadow)
 	branches := 0
+	if fastOK && len(fast) > 0 {
+		// The fast path: every rule passes. Its counters are the chain's,
+		// written as a literal (every counter rule here applies).
+		w("%s := %s if {", self, obj("decision", str("allow"), "rule", `""`, "message", `""`,
+			"counters", "["+strings.Join(fastCounters, ", ")+"]", "approval", "null", "shadow", shadow))
+		for _, f := range fast {
+			w("\t%s", f)
+		}
+		branches++
+	}
 	branch := func(cond, value string) {
 		if branches == 0 {
 			w("%s := d if {", self)

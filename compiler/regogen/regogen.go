@@ -226,6 +226,11 @@ type ruleGen struct {
 	key    string
 	rule   *policy.Rule
 	shadow bool
+	// holds are the expressions of an evaluate rule's conditions, which the
+	// fast path of a call class repeats inline.
+	holds []string
+	// counterID indexes CounterTable, for a rule with a counter.
+	counterID int
 }
 
 func (r *ruleGen) name(suffix string) string { return fmt.Sprintf("r%d_%s", r.id, suffix) }

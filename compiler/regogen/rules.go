@@ -35,7 +35,9 @@ func (g *gen) rule(r *ruleGen) {
 	case policy.ActionEvaluate:
 		g.p("%s if {", r.name("holds"))
 		for _, c := range rl.Conditions {
-			g.p("\t%s", g.cond(c))
+			e := g.cond(c)
+			r.holds = append(r.holds, e)
+			g.p("\t%s", e)
 		}
 		g.p("}")
 		stops = "not " + r.name("holds")
@@ -76,6 +78,7 @@ func (g *gen) counter(r *ruleGen, id, applies string) {
 	st := rl.State
 	g.p("# counter %d: %s (counter_table[%d])", g.nCounter, policy.CounterKey(r.key, st.Counter), g.nCounter)
 	cid := g.nCounter
+	r.counterID = cid
 	g.nCounter++
 	fields := func(amount string) string {
 		return fmt.Sprintf("[%d, %s]", cid, amount)
@@ -169,48 +172,67 @@ func (g *gen) cond(c policy.Condition) string {
 		return "not " + name
 	case "lt", "lte", "gt", "gte":
 		op := map[string]string{"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}[c.Op]
-		return g.helper(c, v, false, []string{"is_number(x); x " + op + " " + lit(c.Value)})
+		return g.helper(c, v, false, func(x string) []string { return []string{"is_number(" + x + "); " + x + " " + op + " " + lit(c.Value)} })
 	case "regex":
-		return g.helper(c, v, false, []string{"is_string(x); regex.match(" + str(c.Value.(string)) + ", x)"})
+		return g.helper(c, v, false, func(x string) []string {
+			return []string{"is_string(" + x + "); regex.match(" + str(c.Value.(string)) + ", " + x + ")"}
+		})
 	case "eq":
-		return g.helper(c, v, false, eqAlternatives("x", c.Value))
+		return g.helper(c, v, false, func(x string) []string { return eqAlternatives(x, c.Value) })
 	case "neq":
-		return g.helper(c, v, true, eqAlternatives("x", c.Value))
+		return g.helper(c, v, true, func(x string) []string { return eqAlternatives(x, c.Value) })
 	case "in", "not_in":
-		var alts []string
-		for _, e := range c.Value.([]any) {
-			alts = append(alts, eqAlternatives("x", e)...)
-		}
-		if len(alts) == 0 {
-			alts = []string{"false"}
-		}
-		return g.helper(c, v, c.Op == "not_in", alts)
+		return g.helper(c, v, c.Op == "not_in", func(x string) []string {
+			var alts []string
+			for _, e := range c.Value.([]any) {
+				alts = append(alts, eqAlternatives(x, e)...)
+			}
+			if len(alts) == 0 {
+				alts = []string{"false"}
+			}
+			return alts
+		})
 	case "contains":
-		var alts []string
-		if s, ok := c.Value.(string); ok {
-			alts = append(alts, "is_string(x); contains(x, "+str(s)+")")
-		}
-		for _, a := range eqAlternatives("e", c.Value) {
-			alts = append(alts, "is_array(x); some e in x; "+a)
-		}
-		return g.helper(c, v, false, alts)
+		return g.helper(c, v, false, func(x string) []string {
+			var alts []string
+			if s, ok := c.Value.(string); ok {
+				alts = append(alts, "is_string("+x+"); contains("+x+", "+str(s)+")")
+			}
+			e := "e" + x[1:]
+			for _, a := range eqAlternatives(e, c.Value) {
+				alts = append(alts, "is_array("+x+"); some "+e+" in "+x+"; "+a)
+			}
+			return alts
+		})
 	}
 	panic("regogen: unchecked operator " + c.Op)
 }
 
-// helper writes a function that holds for x when any alternative holds,
-// and returns the expression applying it to the value (negated for neq
-// and not_in, which still fail on a missing value).
-func (g *gen) helper(c policy.Condition, v string, negate bool, alts []string) string {
-	name := fmt.Sprintf("c%d", g.nCond)
+// helper returns the expression for a condition on value v whose
+// alternatives (any of which holding means the condition holds) alts gives
+// over a variable. One alternative is written inline, bound to a variable
+// of its own (a call costs Wasm time); several become a function with one
+// definition each. neq and not_in negate it, and still fail on a missing
+// value, since the binding fails first.
+func (g *gen) helper(c policy.Condition, v string, negate bool, alts func(x string) []string) string {
+	n := g.nCond
 	g.nCond++
+	x := fmt.Sprintf("x%d", n)
+	inline := alts(x)
+	if len(inline) == 1 && (!negate || !strings.Contains(inline[0], ";")) {
+		if negate {
+			return x + " := " + v + "; not " + inline[0]
+		}
+		return x + " := " + v + "; " + inline[0]
+	}
+	name := fmt.Sprintf("c%d", n)
 	var defs strings.Builder
-	for _, a := range alts {
-		fmt.Fprintf(&defs, "%s(x) if { %s }\n", name, a)
+	for _, a := range inline {
+		fmt.Fprintf(&defs, "%s(%s) if { %s }\n", name, x, a)
 	}
 	g.pending = append(g.pending, fmt.Sprintf("# %s %s %s\n%s", c.Path, c.Op, showValue(c.Value), defs.String()))
 	if negate {
-		return "x" + name + " := " + v + "; not " + name + "(x" + name + ")"
+		return x + " := " + v + "; not " + name + "(" + x + ")"
 	}
 	return name + "(" + v + ")"
 }
