@@ -717,7 +717,7 @@ func (p *parser) checkValue(field string, c Condition, vn *yaml.Node) bool {
 			}
 		}
 	case "lt", "lte", "gt", "gte":
-		if _, ok := number(c.Value); !ok {
+		if _, ok := Number(c.Value); !ok {
 			return bad("needs a number value, got %s", describe(c.Value))
 		}
 	case "exists":
@@ -737,7 +737,7 @@ func (p *parser) checkValue(field string, c Condition, vn *yaml.Node) bool {
 			return bad("needs a single value, not a list or mapping")
 		}
 	}
-	if f, ok := number(c.Value); ok && (math.IsInf(f, 0) || math.IsNaN(f)) {
+	if f, ok := Number(c.Value); ok && (math.IsInf(f, 0) || math.IsNaN(f)) {
 		return bad("value must be a finite number")
 	}
 	return true
@@ -751,8 +751,9 @@ func isScalar(v any) bool {
 	return false
 }
 
-// number reports v as a float64 when it is a YAML number.
-func number(v any) (float64, bool) {
+// Number reports v, a value as yaml.v3 decodes it, as a float64 when it is
+// a YAML number (int, int64, uint64 or float64).
+func Number(v any) (float64, bool) {
 	switch n := v.(type) {
 	case int:
 		return float64(n), true

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/toolgate/toolgate/compiler/policy"
 	"math"
 	"regexp"
 	"strconv"
@@ -57,20 +58,6 @@ func TextForm(v any) string {
 	return fmt.Sprintf("%v", v)
 }
 
-func asFloat(v any) (float64, bool) {
-	switch n := v.(type) {
-	case int:
-		return float64(n), true
-	case int64:
-		return float64(n), true
-	case uint64:
-		return float64(n), true
-	case float64:
-		return n, true
-	}
-	return 0, false
-}
-
 // eqAlternatives returns Rego bodies over variable x, any of which holding
 // means x eq v (policy.md §3): numerically equal when both are numbers,
 // otherwise equal plain text forms.
@@ -96,7 +83,7 @@ func eqAlternatives(x string, v any) []string {
 		}
 		return alts
 	}
-	if _, ok := asFloat(v); ok {
+	if _, ok := policy.Number(v); ok {
 		return []string{"is_number(" + x + "); " + x + " == " + lit(v), x + " == " + str(TextForm(v))}
 	}
 	panic(fmt.Sprintf("regogen: eq on %T", v))
