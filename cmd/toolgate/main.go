@@ -59,7 +59,8 @@ func newRoot() *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(lintCmd(), regoCmd(), buildCmd(), testCmd(), evalCmd(),
-		keygenCmd(), pushCmd(), signCmd(), verifyCmd(), pullCmd(), pinCmd(), rollbackCmd())
+		keygenCmd(), pushCmd(), signCmd(), verifyCmd(), pullCmd(), pinCmd(), rollbackCmd(),
+		proxyCmd(), auditCmd())
 	// Unknown subcommands and bad argument counts are usage errors.
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)

@@ -1,0 +1,159 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/toolgate/toolgate/bundles"
+	"github.com/toolgate/toolgate/runtime/audit"
+	"github.com/toolgate/toolgate/runtime/counters"
+	"github.com/toolgate/toolgate/runtime/engine"
+)
+
+// Evaluator decides calls with the active bundle; *engine.Engine is one.
+type Evaluator interface {
+	Eval(ctx context.Context, in *bundles.Input) (bundles.Decision, engine.Info, error)
+	Manifest() (bundles.Manifest, bool)
+}
+
+// Counters reserves and reads counters; *counters.Store is one.
+type Counters interface {
+	Reserve(rs []bundles.Reservation, now time.Time) (release func(), refusal *bundles.Reservation)
+	State(dst []bundles.CounterValue, table []bundles.Reservation, now time.Time) []bundles.CounterValue
+}
+
+// AuditLog records decisions; *audit.Log is one.
+type AuditLog interface {
+	Write(r *audit.Record) error
+}
+
+var (
+	_ Evaluator = (*engine.Engine)(nil)
+	_ Counters  = (*counters.Store)(nil)
+	_ AuditLog  = (*audit.Log)(nil)
+)
+
+// Policy turns the engine's decisions into verdicts for [Stdio]: it fills
+// the input's counter state, evaluates, reserves counters, writes the audit
+// record and hands back a Verdict whose Done commits or rolls back. It is
+// safe for concurrent use.
+type Policy struct {
+	eval     Evaluator
+	counters Counters
+	audit    AuditLog
+	now      func() time.Time
+	log      *slog.Logger
+}
+
+// PolicyOption configures [NewPolicy].
+type PolicyOption func(*Policy)
+
+// WithCounters sets the counter store; default a new in-memory
+// counters.Store.
+func WithCounters(c Counters) PolicyOption { return func(p *Policy) { p.counters = c } }
+
+// WithAudit sets the audit log every decision is written to before its call
+// is forwarded; a write error denies the call. Default none.
+func WithAudit(a AuditLog) PolicyOption { return func(p *Policy) { p.audit = a } }
+
+// WithClock sets the clock for counter windows and audit times; default
+// time.Now.
+func WithClock(now func() time.Time) PolicyOption { return func(p *Policy) { p.now = now } }
+
+// WithLogger sets where shadow outcomes are logged; default slog.Default().
+func WithLogger(l *slog.Logger) PolicyOption { return func(p *Policy) { p.log = l } }
+
+// NewPolicy returns a Policy deciding with ev.
+func NewPolicy(ev Evaluator, opts ...PolicyOption) *Policy {
+	p := &Policy{eval: ev, now: time.Now}
+	for _, opt := range opts {
+		opt(p)
+	}
+	if p.counters == nil {
+		p.counters = counters.New()
+	}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	return p
+}
+
+// Decide decides one tools/call (the [Stdio] Decide hook). An evaluation
+// error denies the call (fail closed), require_approval is answered as
+// denied until approvals land, and a counter refusal denies with the
+// refused counter's rule and message.
+func (p *Policy) Decide(ctx context.Context, in *bundles.Input) Verdict {
+	start := p.now()
+	if m, ok := p.eval.Manifest(); ok && m.Metadata.Compact != nil {
+		in.State = p.counters.State(in.State[:0], m.Metadata.Compact.Counters, start)
+	}
+	d, info, err := p.eval.Eval(ctx, in)
+	v := Verdict{DecisionID: rand.Text(), Bundle: info.Digest}
+	var release func()
+	outcome := d.Decision
+	switch {
+	case err != nil:
+		outcome = bundles.Deny
+		v.Rule = ""
+		v.Message = "toolgate denied this call because the policy could not decide it (" + err.Error() + ")."
+	case d.Decision == bundles.Allow:
+		var refusal *bundles.Reservation
+		release, refusal = p.counters.Reserve(d.Counters, start)
+		if refusal != nil {
+			outcome = bundles.Deny
+			v.Rule, v.Message = refusal.Rule, refusal.Message
+		} else {
+			v.Allow = true
+		}
+	case d.Decision == bundles.RequireApproval:
+		v.Rule = d.Rule
+		if d.Approval != nil && d.Approval.Rule != "" {
+			v.Rule = d.Approval.Rule
+		}
+		msg := d.Message
+		if msg == "" {
+			msg = "rule " + v.Rule + " needs a person's approval, and approvals are not available on this proxy yet."
+		}
+		v.Message = "Approval required: " + msg
+	default:
+		outcome = bundles.Deny
+		v.Rule, v.Message = d.Rule, d.Message
+	}
+	for _, s := range d.Shadow {
+		p.log.Info("shadow decision", "decision_id", v.DecisionID, "would", s.Would, "rule", s.Rule, "message", s.Message, "tool", in.Tool)
+	}
+	if p.audit != nil {
+		rec := audit.Record{
+			Time: start, DecisionID: v.DecisionID, Bundle: v.Bundle, Subject: in.Identity.Subject,
+			Server: in.Server, Tool: in.Tool, Decision: string(outcome), Rule: v.Rule, Message: v.Message,
+			ArgsSHA256: audit.ArgsSHA256(in.Arguments), LatencyUS: p.now().Sub(start).Microseconds(),
+		}
+		if err := p.audit.Write(&rec); err != nil {
+			p.log.Error("audit log write failed; call denied", "decision_id", v.DecisionID, "err", err)
+			if release != nil {
+				release()
+			}
+			return Verdict{DecisionID: v.DecisionID, Bundle: v.Bundle, Rule: v.Rule,
+				Message: "toolgate denied this call because it could not write its audit log; tell the operator."}
+		}
+	}
+	if v.Allow && release != nil {
+		v.Done = func(ok bool) {
+			if !ok {
+				release()
+			}
+		}
+	}
+	return v
+}
+
+// Hidden reports whether the decision for in (a listed tool, empty
+// arguments) comes from a hide rule (the [Stdio] Hidden hook). When the
+// policy cannot decide, the tool stays listed: its calls are denied anyway.
+func (p *Policy) Hidden(ctx context.Context, in *bundles.Input) bool {
+	d, _, err := p.eval.Eval(ctx, in)
+	return err == nil && d.Decision != bundles.Allow && strings.HasSuffix(d.Rule, "#hide")
+}

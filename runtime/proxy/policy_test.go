@@ -1,0 +1,142 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/toolgate/toolgate/bundles"
+	"github.com/toolgate/toolgate/runtime/audit"
+	"github.com/toolgate/toolgate/runtime/counters"
+	"github.com/toolgate/toolgate/runtime/engine"
+)
+
+// fakeEval returns a fixed decision and records the inputs it saw.
+type fakeEval struct {
+	d      bundles.Decision
+	err    error
+	table  []bundles.Reservation
+	inputs []bundles.Input
+}
+
+func (f *fakeEval) Eval(_ context.Context, in *bundles.Input) (bundles.Decision, engine.Info, error) {
+	f.inputs = append(f.inputs, *in)
+	return f.d, engine.Info{Digest: "sha256:feed"}, f.err
+}
+
+func (f *fakeEval) Manifest() (bundles.Manifest, bool) {
+	m := bundles.Manifest{}
+	m.Metadata.Compact = &bundles.Compact{Counters: f.table}
+	return m, true
+}
+
+type recordLog struct {
+	recs []audit.Record
+	err  error
+}
+
+func (l *recordLog) Write(r *audit.Record) error {
+	if l.err != nil {
+		return l.err
+	}
+	l.recs = append(l.recs, *r)
+	return nil
+}
+
+func limit(n int64) *int64 { return &n }
+
+var quiet = slog.New(slog.NewJSONHandler(io.Discard, nil))
+
+func TestPolicyDecide(t *testing.T) {
+	rate := bundles.Reservation{Key: "t._rate_minute", Amount: 1, Limit: limit(1), Window: "minute", Rule: "p#t/rate", Message: "Rate limit of 1 per minute reached. Try again later."}
+	tests := []struct {
+		name      string
+		eval      fakeEval
+		auditErr  error
+		allow     bool
+		rule, msg string
+		decision  string
+	}{
+		{name: "allow", eval: fakeEval{d: bundles.Decision{Decision: bundles.Allow}}, allow: true, decision: "allow"},
+		{name: "deny", eval: fakeEval{d: bundles.Decision{Decision: bundles.Deny, Rule: "p#t/r", Message: "no"}}, rule: "p#t/r", msg: "no", decision: "deny"},
+		{name: "approval", eval: fakeEval{d: bundles.Decision{Decision: bundles.RequireApproval, Rule: "p#t/a", Message: "ask ops",
+			Approval: &bundles.Approval{Rule: "p#t/a", TimeoutSeconds: 60}}}, rule: "p#t/a", msg: "Approval required: ask ops", decision: "require_approval"},
+		{name: "eval error", eval: fakeEval{err: engine.ErrNoBundle}, msg: "could not decide", decision: "deny"},
+		{name: "audit error", eval: fakeEval{d: bundles.Decision{Decision: bundles.Allow}}, auditErr: errors.New("disk full"), msg: "audit log"},
+		{name: "counter refused", eval: fakeEval{d: bundles.Decision{Decision: bundles.Allow, Counters: []bundles.Reservation{rate}}}, rule: "p#t/rate", msg: "Rate limit of 1 per minute", decision: "deny"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			store := counters.New()
+			now := time.Date(2026, 5, 1, 12, 0, 30, 0, time.UTC)
+			store.Reserve([]bundles.Reservation{rate}, now) // t._rate_minute is at its limit
+			log := &recordLog{err: tt.auditErr}
+			ev := tt.eval
+			ev.table = []bundles.Reservation{rate}
+			p := NewPolicy(&ev, WithCounters(store), WithAudit(log), WithClock(func() time.Time { return now }), WithLogger(quiet))
+			v := p.Decide(context.Background(), &bundles.Input{Tool: "t", Arguments: []byte(`{"x":1}`), Identity: bundles.Identity{Subject: "bob"}})
+			if v.Allow != tt.allow || v.Rule != tt.rule || !strings.Contains(v.Message, tt.msg) || v.DecisionID == "" {
+				t.Fatalf("got %+v, want allow %v rule %q message containing %q", v, tt.allow, tt.rule, tt.msg)
+			}
+			if got := ev.inputs[0].State; len(got) != 1 || got[0] != (bundles.CounterValue{Key: "t._rate_minute", Value: 1}) {
+				t.Errorf("input state: got %v, want the counter table's current values", got)
+			}
+			if tt.auditErr != nil {
+				return
+			}
+			if len(log.recs) != 1 {
+				t.Fatalf("audit records: got %d, want 1", len(log.recs))
+			}
+			r := log.recs[0]
+			if r.Decision != tt.decision || r.Rule != tt.rule || r.DecisionID != v.DecisionID || r.Subject != "bob" ||
+				r.ArgsSHA256 != audit.ArgsSHA256([]byte(`{"x":1}`)) {
+				t.Errorf("audit record: got %+v", r)
+			}
+			if tt.name != "eval error" && r.Bundle != "sha256:feed" {
+				t.Errorf("audit bundle: got %q", r.Bundle)
+			}
+		})
+	}
+}
+
+func TestPolicyCommitAndRollback(t *testing.T) {
+	rate := bundles.Reservation{Key: "k", Amount: 1, Limit: limit(1), Window: "day", Rule: "r", Message: "m"}
+	ev := &fakeEval{d: bundles.Decision{Decision: bundles.Allow, Counters: []bundles.Reservation{rate}}}
+	p := NewPolicy(ev, WithLogger(quiet))
+	in := func() *bundles.Input { return &bundles.Input{Tool: "t"} }
+	v := p.Decide(context.Background(), in())
+	if !v.Allow || v.Done == nil {
+		t.Fatalf("first call: got %+v", v)
+	}
+	v.Done(false) // upstream JSON-RPC error: rolled back
+	v = p.Decide(context.Background(), in())
+	if !v.Allow {
+		t.Fatalf("after a rollback: got %+v, want allowed", v)
+	}
+	v.Done(true) // committed
+	if v = p.Decide(context.Background(), in()); v.Allow {
+		t.Fatal("after a commit at the limit: allowed, want refused")
+	}
+}
+
+func TestPolicyHidden(t *testing.T) {
+	for _, tt := range []struct {
+		d    bundles.Decision
+		err  error
+		want bool
+	}{
+		{bundles.Decision{Decision: bundles.Deny, Rule: "p/a.yaml#hide"}, nil, true},
+		{bundles.Decision{Decision: bundles.Deny, Rule: "p/a.yaml#default"}, nil, false},
+		{bundles.Decision{Decision: bundles.Allow}, nil, false},
+		{bundles.Decision{}, engine.ErrNoBundle, false},
+	} {
+		p := NewPolicy(&fakeEval{d: tt.d, err: tt.err}, WithLogger(quiet))
+		if got := p.Hidden(context.Background(), &bundles.Input{Tool: "x"}); got != tt.want {
+			t.Errorf("%+v, %v: got %v, want %v", tt.d, tt.err, got, tt.want)
+		}
+	}
+}

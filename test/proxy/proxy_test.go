@@ -1,0 +1,264 @@
+// Package proxy runs the real toolgate binary as an MCP stdio proxy in front
+// of a real go-sdk MCP server (testserver), driven by the go-sdk client.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+var toolgate, testserver string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "toolgate-proxy")
+	if err != nil {
+		panic(err)
+	}
+	toolgate = filepath.Join(dir, "toolgate")
+	testserver = filepath.Join(dir, "testserver")
+	for pkg, out := range map[string]string{
+		"github.com/toolgate/toolgate/cmd/toolgate":          toolgate,
+		"github.com/toolgate/toolgate/test/proxy/testserver": testserver,
+	} {
+		build := exec.Command("go", "build", "-o", out, pkg)
+		build.Stderr = os.Stderr
+		if err := build.Run(); err != nil {
+			panic("building " + pkg + ": " + err.Error())
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// session starts toolgate proxy in front of testserver and connects the
+// go-sdk client to it. progress, when set, receives progress notifications.
+func session(t *testing.T, auditLog string, progress chan<- *mcp.ProgressNotificationParams) *mcp.ClientSession {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	args := []string{"proxy", "--policy", "testdata/policies", "--server", "testsrv", "--identity", "alice", "--groups", "eng"}
+	if auditLog != "" {
+		args = append(args, "--audit-log", auditLog)
+	}
+	args = append(args, "--", testserver)
+	cmd := exec.Command(toolgate, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	opts := &mcp.ClientOptions{}
+	if progress != nil {
+		opts.ProgressNotificationHandler = func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
+			progress <- req.Params
+		}
+	}
+	client := mcp.NewClient(&mcp.Implementation{Name: "proxytest", Version: "1.0.0"}, opts)
+	cs, err := client.Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatalf("connecting through the proxy: %v\nproxy stderr:\n%s", err, stderr.String())
+	}
+	t.Cleanup(func() {
+		cs.Close()
+		if t.Failed() {
+			t.Logf("proxy stderr:\n%s", stderr.String())
+		}
+	})
+	return cs
+}
+
+func call(t *testing.T, cs *mcp.ClientSession, tool string, args map[string]any) (*mcp.CallToolResult, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+}
+
+func text(res *mcp.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			b.WriteString(tc.Text)
+		}
+	}
+	return b.String()
+}
+
+func TestAllowedCallReachesServer(t *testing.T) {
+	progress := make(chan *mcp.ProgressNotificationParams, 1)
+	cs := session(t, "", progress)
+	params := &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}}
+	params.SetProgressToken("tok-1")
+	res, err := cs.CallTool(context.Background(), params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := text(res), "echo: hi"; res.IsError || got != want {
+		t.Fatalf("got %q (isError %v), want %q", got, res.IsError, want)
+	}
+	select {
+	case p := <-progress:
+		if p.ProgressToken != "tok-1" || p.Message != "echoing" {
+			t.Fatalf("progress: got %+v", p)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server's progress notification did not come through")
+	}
+}
+
+func TestDeniedCall(t *testing.T) {
+	cs := session(t, "", nil)
+	res, err := call(t, cs, "delete_repo", map[string]any{"text": "toolgate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := text(res), "Deleting repositories is not allowed through this proxy."; !res.IsError || got != want {
+		t.Fatalf("got %q (isError %v), want %q as an error result", got, res.IsError, want)
+	}
+	if got, want := res.Meta["toolgate/rule"], "testdata/policies/testsrv.yaml#delete_repo/no deleting"; got != want {
+		t.Errorf("_meta rule: got %v, want %q", got, want)
+	}
+	if d, _ := res.Meta["toolgate/bundle"].(string); !strings.HasPrefix(d, "sha256:") {
+		t.Errorf("_meta bundle: got %q, want a digest", d)
+	}
+	if id, _ := res.Meta["toolgate/decision_id"].(string); id == "" {
+		t.Error("_meta has no decision id")
+	}
+}
+
+func TestHiddenTool(t *testing.T) {
+	cs := session(t, "", nil)
+	res, err := cs.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range res.Tools {
+		names = append(names, tool.Name)
+	}
+	got := strings.Join(names, ",")
+	if strings.Contains(got, "secret_tool") || !strings.Contains(got, "echo") || !strings.Contains(got, "delete_repo") {
+		t.Fatalf("tools/list: got %s, want every tool but secret_tool", got)
+	}
+	call, err := call(t, cs, "secret_tool", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `Tool "secret_tool" is hidden by policy`; !call.IsError || text(call) != want {
+		t.Fatalf("calling the hidden tool: got %q, want %q", text(call), want)
+	}
+}
+
+// TestRateLimit makes three calls inside one calendar minute; if the minute
+// turns during the sequence, it runs it again on a fresh proxy.
+func TestRateLimit(t *testing.T) {
+	for attempt := 0; ; attempt++ {
+		start := time.Now().UTC().Truncate(time.Minute)
+		cs := session(t, "", nil)
+		var results []*mcp.CallToolResult
+		for i := 0; i < 3; i++ {
+			res, err := call(t, cs, "limited", map[string]any{"text": "x"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			results = append(results, res)
+		}
+		if !time.Now().UTC().Truncate(time.Minute).Equal(start) && attempt == 0 {
+			continue
+		}
+		for i, res := range results[:2] {
+			if res.IsError || text(res) != "limited: x" {
+				t.Errorf("call %d: got %q (isError %v), want it allowed", i+1, text(res), res.IsError)
+			}
+		}
+		if got, want := text(results[2]), "Rate limit of 2 per minute reached. Try again later."; !results[2].IsError || got != want {
+			t.Errorf("call 3: got %q (isError %v), want %q", got, results[2].IsError, want)
+		}
+		return
+	}
+}
+
+func TestFailedCallSpendsNoQuota(t *testing.T) {
+	cs := session(t, "", nil)
+	// fail allows one call a minute; each answer is a JSON-RPC error, so
+	// neither spends it and the second still reaches the server.
+	for i := 0; i < 2; i++ {
+		res, err := call(t, cs, "fail", nil)
+		if err == nil {
+			t.Fatalf("call %d: got result %q (isError %v), want the server's JSON-RPC error", i+1, text(res), res.IsError)
+		}
+		if !strings.Contains(err.Error(), "upstream failure") {
+			t.Fatalf("call %d: got %v, want the server's error", i+1, err)
+		}
+	}
+}
+
+func TestAuditLogVerifies(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "audit.jsonl")
+	cs := session(t, log, nil)
+	for _, tool := range []string{"echo", "delete_repo", "echo"} {
+		if _, err := call(t, cs, tool, map[string]any{"text": "secret value"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs.Close()
+	data, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("audit log has %d lines, want 3:\n%s", len(lines), data)
+	}
+	if strings.Contains(string(data), "secret value") {
+		t.Fatal("the audit log holds an argument value")
+	}
+	for i, want := range []string{`"tool":"echo","decision":"allow"`, `"tool":"delete_repo","decision":"deny"`} {
+		if !strings.Contains(lines[i], want) || !strings.Contains(lines[i], `"subject":"alice"`) {
+			t.Errorf("line %d: %s\nwant it to contain %s", i+1, lines[i], want)
+		}
+	}
+	out, err := exec.Command(toolgate, "audit", "verify", log).CombinedOutput()
+	if err != nil {
+		t.Fatalf("verify of an intact log: %v\n%s", err, out)
+	}
+	lines[0] = strings.Replace(lines[0], `"decision":"allow"`, `"decision":"deny"`, 1)
+	os.WriteFile(log, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+	out, err = exec.Command(toolgate, "audit", "verify", log).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "line 2:") {
+		t.Fatalf("verify of an edited log: got %v\n%s\nwant exit 1 naming line 2", err, out)
+	}
+}
+
+func TestUpstreamExitFailsProxy(t *testing.T) {
+	cmd := exec.Command(toolgate, "proxy", "--policy", "testdata/policies", "--server", "testsrv", "--", "sh", "-c", "read line; exit 3")
+	stdin, err := cmd.StdinPipe() // held open: the client stays connected
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stdin.Write([]byte(`{"jsonrpc":"2.0","id":7,"method":"ping"}` + "\n"))
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("got %v, want exit 1\nstderr: %s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "exited (exit status 3)") {
+		t.Errorf("stderr does not say the server exited: %s", stderr.String())
+	}
+	if !strings.Contains(stdout.String(), `"id":7,"error":{"code":-32000`) {
+		t.Errorf("the pending ping got no error: %s", stdout.String())
+	}
+}
