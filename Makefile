@@ -4,7 +4,7 @@ BIN     := bin/toolgate
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build run test test-short bench fuzz clean
+.PHONY: all build run test test-deps bench fuzz clean
 
 all: build
 
@@ -24,10 +24,14 @@ run: build
 
 # test: every test — unit, golden, corpus, differential, fuzz seeds, and the
 # race-detector runs of everything that swaps or pools.
-test:
+test: test-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 	$(GO) test -race -count=1 ./runtime/... ./bundles/...
+
+# test-deps: docker-registry and the cosign CLI, installed once per machine.
+test-deps:
+	@scripts/test-deps.sh
 
 # bench: the benchmarks of BENCHMARKS.md, side by side in one run.
 BENCH_COUNT ?= 8
