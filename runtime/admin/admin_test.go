@@ -1,0 +1,150 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/toolgate/toolgate/bundles"
+	"github.com/toolgate/toolgate/runtime/engine"
+)
+
+type fakeEngine struct {
+	digest string
+	since  time.Time
+	rev    string
+}
+
+func (f *fakeEngine) Active() (string, time.Time) { return f.digest, f.since }
+func (f *fakeEngine) Manifest() (bundles.Manifest, bool) {
+	return bundles.Manifest{Revision: f.rev}, f.digest != ""
+}
+
+func (f *fakeEngine) Eval(_ context.Context, in *bundles.Input) (bundles.Decision, engine.Info, error) {
+	switch in.Tool {
+	case "boom":
+		return bundles.Decision{}, engine.Info{}, errors.New("boom")
+	case "rm":
+		return bundles.Decision{Decision: bundles.Deny}, engine.Info{Digest: f.digest}, nil
+	}
+	return bundles.Decision{Decision: bundles.Allow}, engine.Info{Digest: f.digest}, nil
+}
+
+func get(t *testing.T, h http.Handler, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	body, _ := io.ReadAll(rec.Result().Body)
+	return rec.Code, string(body)
+}
+
+func TestHandler(t *testing.T) {
+	eng := &fakeEngine{}
+	failedAt := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	swaps := SwapStatus{LastError: "refusing x: no signature", LastErrorAt: failedAt, Swaps: 1, Failures: 2}
+	m := NewMetrics()
+	h := Handler(eng, func() SwapStatus { return swaps }, m)
+
+	if code, _ := get(t, h, "/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz: %d", code)
+	}
+	if code, _ := get(t, h, "/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz with no bundle: got %d, want 503", code)
+	}
+
+	eng.digest, eng.since, eng.rev = "sha256:aaa", failedAt.Add(-time.Hour), "abc123"
+	if code, _ := get(t, h, "/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz with a bundle: got %d, want 200", code)
+	}
+	code, body := get(t, h, "/status")
+	var st Status
+	if err := json.Unmarshal([]byte(body), &st); code != http.StatusOK || err != nil {
+		t.Fatalf("/status: %d %v\n%s", code, err, body)
+	}
+	want := Status{Digest: "sha256:aaa", Since: eng.since, Revision: "abc123", Ready: true,
+		LastSwapError: swaps.LastError, LastSwapErrorAt: failedAt, Swaps: 1, SwapFailures: 2}
+	if st != want {
+		t.Fatalf("/status: got %+v, want %+v", st, want)
+	}
+
+	ev := Instrument(eng, m)
+	for _, tool := range []string{"ls", "ls", "rm", "boom"} {
+		ev.Eval(context.Background(), &bundles.Input{Tool: tool})
+	}
+	m.UpstreamError()
+	_, body = get(t, h, "/metrics")
+	for _, line := range []string{
+		`toolgate_decisions_total{outcome="allow"} 2`,
+		`toolgate_decisions_total{outcome="deny"} 1`,
+		`toolgate_decisions_total{outcome="require_approval"} 0`,
+		`toolgate_decisions_total{outcome="error"} 1`,
+		`toolgate_decision_duration_seconds_bucket{le="+Inf"} 4`,
+		`toolgate_decision_duration_seconds_count 4`,
+		`toolgate_active_bundle{digest="sha256:aaa"} 1`,
+		`toolgate_bundle_swaps_total 1`,
+		`toolgate_bundle_swap_failures_total 2`,
+		`toolgate_upstream_errors_total 1`,
+		`# TYPE toolgate_decision_duration_seconds histogram`,
+	} {
+		if !strings.Contains(body, line+"\n") {
+			t.Errorf("/metrics lacks %q:\n%s", line, body)
+		}
+	}
+}
+
+func TestHistogramBuckets(t *testing.T) {
+	m := NewMetrics()
+	m.Decided(OutcomeAllow, 20*time.Microsecond)
+	m.Decided(OutcomeAllow, 2*time.Second)
+	var b strings.Builder
+	m.write(&b, "", 0, 0)
+	for _, tt := range []struct{ line string }{
+		{`toolgate_decision_duration_seconds_bucket{le="1e-05"} 0`},
+		{`toolgate_decision_duration_seconds_bucket{le="2.5e-05"} 1`},
+		{`toolgate_decision_duration_seconds_bucket{le="1"} 1`},
+		{`toolgate_decision_duration_seconds_bucket{le="+Inf"} 2`},
+		{`toolgate_decision_duration_seconds_sum 2.00002`},
+	} {
+		if !strings.Contains(b.String(), tt.line+"\n") {
+			t.Errorf("lacks %q:\n%s", tt.line, b.String())
+		}
+	}
+	if strings.Contains(b.String(), "toolgate_active_bundle{") {
+		t.Errorf("an active_bundle sample with no bundle active")
+	}
+}
+
+func TestListen(t *testing.T) {
+	for _, tt := range []struct {
+		addr   string
+		remote bool
+		want   error // nil: listens
+	}{
+		{"127.0.0.1:0", false, nil},
+		{"localhost:0", false, nil},
+		{"[::1]:0", false, nil},
+		{":0", false, ErrRemote},
+		{"0.0.0.0:0", false, ErrRemote},
+		{"0.0.0.0:0", true, nil},
+	} {
+		l, err := Listen(tt.addr, tt.remote)
+		if err != nil && strings.Contains(err.Error(), "cannot assign requested address") {
+			continue // no IPv6 loopback here
+		}
+		if got := err; (tt.want == nil) != (got == nil) || (tt.want != nil && !errors.Is(got, tt.want)) {
+			t.Errorf("Listen(%q, %v): got %v, want %v", tt.addr, tt.remote, got, tt.want)
+		}
+		if l != nil {
+			l.Close()
+		}
+	}
+	if _, err := Listen("nonsense", false); err == nil {
+		t.Error("Listen(nonsense): no error")
+	}
+}

@@ -1,0 +1,281 @@
+// Package source feeds the proxy's engine from where the deployed state
+// lives: the runtime stage before [engine.Engine.Swap]. [PinFile] reads a pin
+// file (bundles/pin), verifies the pinned digest's signature with the pin
+// file's keys, pulls the bundle by digest through a local cache, and swaps
+// it in; [PinFile.Watch] does so again whenever the pin file changes or a
+// SIGHUP arrives. Whatever goes wrong — a bad pin file, a bad signature, a
+// registry outage with nothing cached, a bad bundle — is logged and counted,
+// and the bundle in force stays.
+package source
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/toolgate/toolgate/bundles"
+	"github.com/toolgate/toolgate/bundles/cache"
+	"github.com/toolgate/toolgate/bundles/oci"
+	"github.com/toolgate/toolgate/bundles/pin"
+	"github.com/toolgate/toolgate/bundles/sign"
+	"github.com/toolgate/toolgate/runtime/engine"
+)
+
+// Swapper makes a bundle active; *engine.Engine is one.
+type Swapper interface {
+	Swap(ctx context.Context, digest string, b *bundles.Bundle) error
+}
+
+var _ Swapper = (*engine.Engine)(nil)
+
+// Status is what a [PinFile] last did, for /status and /metrics.
+type Status struct {
+	// Digest is the manifest digest ("sha256:…") of the bundle this source
+	// last swapped in; "" before the first successful load.
+	Digest string
+	// LastSwap is when the last load succeeded; zero before.
+	LastSwap time.Time
+	// LastError is the last load's error ("" when it succeeded), and
+	// LastErrorAt when that load failed.
+	LastError   string
+	LastErrorAt time.Time
+	// Swaps and Failures count loads that succeeded and that failed.
+	Swaps, Failures uint64
+}
+
+// Option configures [NewPinFile].
+type Option func(*PinFile)
+
+// WithRegistry sets the options the registry is reached with (TLS, timeout,
+// size limit, …); default none, oci's defaults.
+func WithRegistry(opts ...oci.Option) Option {
+	return func(p *PinFile) { p.reg = append(p.reg, opts...) }
+}
+
+// WithLogger sets where loads are logged; default slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(p *PinFile) { p.log = l } }
+
+// WithPollInterval sets how often [PinFile.Watch] looks at the pin file for a
+// change; default 1s.
+func WithPollInterval(d time.Duration) Option { return func(p *PinFile) { p.poll = d } }
+
+// WithRetryInterval sets how long [PinFile.Watch] waits before retrying a
+// failed load of an unchanged pin file (the registry may be back); default
+// 30s; 0 or less turns retries off.
+func WithRetryInterval(d time.Duration) Option { return func(p *PinFile) { p.retry = d } }
+
+// PinFile loads the bundle a pin file names into an engine. It is safe for
+// concurrent use; loads are serialised. There is nothing to close.
+//
+// Trust: a bundle is swapped in only after its digest's signature verified
+// with the pin file's keys. A successful verification leaves a marker in the
+// cache folder (verified/<digest>-<keys>), so that with the registry
+// unreachable a bundle verified before, with the same keys, loads from the
+// cache. The cache folder must be writable only by the proxy.
+type PinFile struct {
+	path  string
+	swap  Swapper
+	cache *cache.Cache
+	reg   []oci.Option
+	log   *slog.Logger
+	poll  time.Duration
+	retry time.Duration
+
+	load   sync.Mutex // serialises Load; guards seen, loaded
+	seen   string     // fingerprint of the pin file the last Load read
+	loaded bool       // a Load has run
+
+	mu     sync.Mutex // guards status
+	status Status
+}
+
+// NewPinFile returns a source for the pin file at path that swaps bundles
+// into sw, caching pulled bundles in cacheDir (created if needed). It reads
+// nothing yet: call [PinFile.Load] or [PinFile.Watch].
+func NewPinFile(path, cacheDir string, sw Swapper, opts ...Option) (*PinFile, error) {
+	c, err := cache.Open(cacheDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(cacheDir, "verified"), 0o700); err != nil {
+		return nil, fmt.Errorf("opening cache %s: %w", cacheDir, err)
+	}
+	p := &PinFile{path: path, swap: sw, cache: c, log: slog.Default(), poll: time.Second, retry: 30 * time.Second}
+	for _, opt := range opts {
+		opt(p)
+	}
+	return p, nil
+}
+
+// Status returns what the source last did.
+func (p *PinFile) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status
+}
+
+// Load reads the pin file, verifies and pulls its bundle and swaps it in.
+// On error the active bundle stays; the error is logged, counted and kept
+// for [PinFile.Status].
+func (p *PinFile) Load(ctx context.Context) error {
+	p.load.Lock()
+	defer p.load.Unlock()
+	digest, err := p.loadOnce(ctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	if err != nil {
+		p.status.Failures++
+		p.status.LastError, p.status.LastErrorAt = err.Error(), now
+		p.log.Error("bundle not loaded; the active bundle stays", "pin_file", p.path, "err", err)
+		return err
+	}
+	p.status.Swaps++
+	p.status.Digest, p.status.LastSwap, p.status.LastError = digest, now, ""
+	p.log.Info("bundle loaded", "pin_file", p.path, "bundle", digest)
+	return nil
+}
+
+func (p *PinFile) loadOnce(ctx context.Context) (string, error) {
+	p.loaded = true
+	raw, err := os.ReadFile(p.path)
+	p.seen = fingerprint(raw, err)
+	if err != nil {
+		return "", fmt.Errorf("reading pin file: %w", err)
+	}
+	f, err := pin.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("pin file %s: %w", p.path, err)
+	}
+	nd, err := f.Digest()
+	if err != nil {
+		return "", fmt.Errorf("pin file %s: %w", p.path, err)
+	}
+	var keys [][]byte
+	for _, k := range f.KeyPaths() {
+		if !filepath.IsAbs(k) {
+			k = filepath.Join(filepath.Dir(p.path), k)
+		}
+		b, err := os.ReadFile(k)
+		if err != nil {
+			return "", fmt.Errorf("pin file %s: reading public key: %w", p.path, err)
+		}
+		keys = append(keys, b)
+	}
+	d, err := oci.ParseDigest(nd.String(), p.reg...)
+	if err != nil {
+		return "", fmt.Errorf("pin file %s: %w", p.path, err)
+	}
+	remote, err := oci.RemoteOptions(p.reg...)
+	if err != nil {
+		return "", err
+	}
+	marker := p.markerPath(nd.DigestStr(), keys)
+	switch err := sign.Verify(ctx, nd, keys, remote...); {
+	case err == nil:
+		if err := os.WriteFile(marker, nil, 0o600); err != nil {
+			p.log.Warn("could not record the verified digest; it will not load offline", "bundle", nd.String(), "err", err)
+		}
+	case errors.Is(err, sign.ErrNoSignature), errors.Is(err, sign.ErrUntrusted), errors.Is(err, sign.ErrWrongDigest):
+		return "", fmt.Errorf("refusing %s: %w", nd, err)
+	default:
+		// Could not tell (registry unreachable): only a digest verified
+		// before with these same keys may load, from the cache.
+		if _, serr := os.Stat(marker); serr != nil {
+			return "", fmt.Errorf("refusing %s: its signature could not be verified and it was never verified here: %w", nd, err)
+		}
+		p.log.Warn("signature not re-checked (registry unreachable); loading a digest verified before", "bundle", nd.String(), "err", err)
+	}
+	layer, err := oci.Pull(ctx, d, append(p.reg, oci.WithCache(p.cache))...)
+	if err != nil {
+		return "", err
+	}
+	b, err := bundles.ReadBytes(layer, bundles.Limits{})
+	if err != nil {
+		return "", fmt.Errorf("loading %s: %w", nd, err)
+	}
+	if err := p.swap.Swap(ctx, nd.DigestStr(), b); err != nil {
+		return "", err
+	}
+	return nd.DigestStr(), nil
+}
+
+// markerPath names the marker that digest verified with exactly this set of
+// keys: a digest verified with a key since removed from the pin file does not
+// load offline.
+func (p *PinFile) markerPath(digest string, keys [][]byte) string {
+	fps := make([]string, len(keys))
+	for i, k := range keys {
+		s := sha256.Sum256(bytes.TrimSpace(k))
+		fps[i] = hex.EncodeToString(s[:])
+	}
+	sort.Strings(fps)
+	set := sha256.Sum256([]byte(fmt.Sprint(fps)))
+	hexDigest := digest[len("sha256:"):]
+	return filepath.Join(p.cache.Dir(), "verified", hexDigest+"-"+hex.EncodeToString(set[:8]))
+}
+
+// Watch loads the pin file again whenever its contents differ from what the
+// last load read (the file is polled, so one replaced by rename, as git and
+// Argo CD do, is seen), whenever hup delivers (wire it to SIGHUP with
+// signal.Notify; nil means none), and, after a failed load, every retry
+// interval. When no [PinFile.Load] has run, it loads first. It returns
+// ctx.Err() when ctx is done; load errors are logged and counted, never
+// returned.
+func (p *PinFile) Watch(ctx context.Context, hup <-chan os.Signal) error {
+	tick := time.NewTicker(p.poll)
+	defer tick.Stop()
+	lastTry := time.Now()
+	p.load.Lock()
+	loaded := p.loaded
+	p.load.Unlock()
+	failed := !loaded || p.Status().LastError != ""
+	if !loaded {
+		failed = p.Load(ctx) != nil
+	}
+	for {
+		reload := false
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case _, ok := <-hup:
+			if !ok {
+				hup = nil
+				continue
+			}
+			p.log.Info("SIGHUP: re-reading the pin file", "pin_file", p.path)
+			reload = true
+		case <-tick.C:
+			reload = failed && p.retry > 0 && time.Since(lastTry) >= p.retry
+		}
+		if !reload {
+			p.load.Lock()
+			seen := p.seen
+			p.load.Unlock()
+			raw, err := os.ReadFile(p.path)
+			reload = fingerprint(raw, err) != seen
+		}
+		if reload {
+			failed = p.Load(ctx) != nil
+			lastTry = time.Now()
+		}
+	}
+}
+
+// fingerprint identifies a pin file's contents, or its absence.
+func fingerprint(raw []byte, err error) string {
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	s := sha256.Sum256(raw)
+	return string(s[:])
+}
