@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"net"
 	"net/http"
 	"time"
@@ -91,11 +92,7 @@ func Handler(eng Engine, swaps func() SwapStatus, m *Metrics) http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(status())
 	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
-		s := status()
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		m.write(w, s.Digest, s.Swaps, s.SwapFailures)
-	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry(status), promhttp.HandlerOpts{}))
 	return mux
 }
 

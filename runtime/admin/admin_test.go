@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -103,7 +104,10 @@ func TestHistogramBuckets(t *testing.T) {
 	m.Decided(OutcomeAllow, 20*time.Microsecond)
 	m.Decided(OutcomeAllow, 2*time.Second)
 	var b strings.Builder
-	m.write(&b, "", 0, 0)
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(m.registry(func() Status { return Status{} }), promhttp.HandlerOpts{}).
+		ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	b.WriteString(rec.Body.String())
 	for _, tt := range []struct{ line string }{
 		{`toolgate_decision_duration_seconds_bucket{le="1e-05"} 0`},
 		{`toolgate_decision_duration_seconds_bucket{le="2.5e-05"} 1`},

@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/fsnotify/fsnotify"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -234,6 +235,21 @@ func (p *PinFile) markerPath(digest string, keys [][]byte) string {
 func (p *PinFile) Watch(ctx context.Context, hup <-chan os.Signal) error {
 	tick := time.NewTicker(p.poll)
 	defer tick.Stop()
+	// fsnotify tells at once when the pin file changes; the folder is
+	// watched, since git and GitOps tools replace files by rename. The poll
+	// stays as a safety net (and for file systems without notifications).
+	var events <-chan fsnotify.Event
+	var watchErrs <-chan error
+	if w, err := fsnotify.NewWatcher(); err != nil {
+		p.log.Warn("not watching the pin file; polling it", "pin_file", p.path, "err", err)
+	} else {
+		defer w.Close()
+		if err := w.Add(filepath.Dir(p.path)); err != nil {
+			p.log.Warn("not watching the pin file; polling it", "pin_file", p.path, "err", err)
+		} else {
+			events, watchErrs = w.Events, w.Errors
+		}
+	}
 	lastTry := time.Now()
 	p.load.Lock()
 	loaded := p.loaded
@@ -241,6 +257,11 @@ func (p *PinFile) Watch(ctx context.Context, hup <-chan os.Signal) error {
 	failed := !loaded || p.Status().LastError != ""
 	if !loaded {
 		failed = p.Load(ctx) != nil
+	}
+	// A change made before the watch began is seen now.
+	if changed := p.changed(); changed {
+		failed = p.Load(ctx) != nil
+		lastTry = time.Now()
 	}
 	for {
 		reload := false
@@ -254,21 +275,33 @@ func (p *PinFile) Watch(ctx context.Context, hup <-chan os.Signal) error {
 			}
 			p.log.Info("SIGHUP: re-reading the pin file", "pin_file", p.path)
 			reload = true
+		case ev := <-events:
+			if filepath.Clean(ev.Name) != filepath.Clean(p.path) {
+				continue
+			}
+		case err := <-watchErrs:
+			p.log.Warn("watching the pin file", "pin_file", p.path, "err", err)
+			continue
 		case <-tick.C:
 			reload = failed && p.retry > 0 && time.Since(lastTry) >= p.retry
 		}
 		if !reload {
-			p.load.Lock()
-			seen := p.seen
-			p.load.Unlock()
-			raw, err := os.ReadFile(p.path)
-			reload = fingerprint(raw, err) != seen
+			reload = p.changed()
 		}
 		if reload {
 			failed = p.Load(ctx) != nil
 			lastTry = time.Now()
 		}
 	}
+}
+
+// changed reports whether the pin file differs from the one last loaded.
+func (p *PinFile) changed() bool {
+	p.load.Lock()
+	seen := p.seen
+	p.load.Unlock()
+	raw, err := os.ReadFile(p.path)
+	return fingerprint(raw, err) != seen
 }
 
 // fingerprint identifies a pin file's contents, or its absence.

@@ -159,7 +159,9 @@ func TestPinFileLifecycle(t *testing.T) {
 
 	eng := engine.New()
 	defer eng.Close()
-	src, err := NewPinFile(w.pinPath(), w.cache, eng, WithLogger(quietLogger()), WithPollInterval(10*time.Millisecond))
+	// An hour between polls: every change below must be seen through
+	// fsnotify (TestSwapUnderLoad covers the poll).
+	src, err := NewPinFile(w.pinPath(), w.cache, eng, WithLogger(quietLogger()), WithPollInterval(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
