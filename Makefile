@@ -38,11 +38,13 @@ BENCH_COUNT ?= 8
 BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 bench:
 	@mkdir -p bin
-	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./runtime/opawasm/ ./runtime/engine/ ./test/bench/ | tee bin/bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./runtime/opawasm/ ./runtime/engine/ ./test/bench/ ./test/proxybench/ | tee bin/bench.txt
 	@echo; echo "── our runtime vs OPA topdown vs OPA's Wasm target (one run, ratios vs toolgate)"
 	$(BENCHSTAT) -filter '.name:Decision' -col /impl bin/bench.txt
 	@echo; echo "── a whole decision vs the bare opa_eval call on the same module"
 	$(BENCHSTAT) -filter '.name:Floor' -col /path bin/bench.txt
+	@echo; echo "── a tools/call round trip over stdio: direct, through relay.c, through toolgate"
+	$(BENCHSTAT) -filter '.name:StdioRoundTrip' -col /path bin/bench.txt
 	@echo; echo "── everything"
 	$(BENCHSTAT) bin/bench.txt
 
