@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -40,8 +41,28 @@ func defaultCacheDir() string {
 	return filepath.Join(dir, "toolgate", "bundles")
 }
 
+// defaultStateDir is where --state disk keeps counters: the user cache
+// folder's toolgate/state, or a temporary folder when there is none.
+func defaultStateDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, "toolgate", "state")
+}
+
+// stateSubdir is the folder name, under --state-dir, of a server's
+// counters: the server name with path separators escaped.
+func stateSubdir(server string) string {
+	name := url.PathEscape(server)
+	if name == "." || name == ".." {
+		name = "_" + name
+	}
+	return name
+}
+
 func proxyCmd() *cobra.Command {
-	var policyPath, bundlePath, pinFile, cacheDir, server, identity, groups, auditPath, adminAddr string
+	var policyPath, bundlePath, pinFile, cacheDir, server, identity, groups, auditPath, adminAddr, stateDir, stateKind string
 	var adminRemote bool
 	var rf registryFlags
 	c := &cobra.Command{
@@ -72,6 +93,9 @@ func proxyCmd() *cobra.Command {
 			}
 			if server == "" {
 				return usageError{errors.New("proxy needs --server NAME (the server name the policies govern)")}
+			}
+			if stateKind != "memory" && stateKind != "disk" {
+				return usageError{fmt.Errorf("--state must be memory or disk, not %q", stateKind)}
 			}
 			ctx := cmd.Context()
 			logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -150,7 +174,30 @@ func proxyCmd() *cobra.Command {
 				}
 			}
 
-			opts := []proxy.PolicyOption{proxy.WithCounters(counters.New()), proxy.WithLogger(logger)}
+			// Counters are per server: each server's proxy keeps them in its
+			// own subfolder of --state-dir.
+			var ctrs proxy.Counters = counters.New()
+			if stateKind == "disk" {
+				dir := filepath.Join(stateDir, stateSubdir(server))
+				disk, err := counters.OpenDisk(dir, counters.DiskOptions{})
+				switch {
+				case err != nil && errors.Is(err, counters.ErrLocked) && !cmd.Flags().Changed("state-dir"):
+					// Another proxy for the same server (a second MCP
+					// client) holds the default folder: this one counts in
+					// memory, like the proxies before durable counters.
+					logger.Warn("counter state in use by another proxy; counting in memory; pass --state-dir DIR to keep them", "dir", dir, "err", err)
+				case err != nil:
+					return problemError{fmt.Errorf("opening the counter state (--state-dir; --state memory keeps none): %w", err)}
+				default:
+					defer func() {
+						if err := disk.Close(); err != nil {
+							logger.Error("saving the counter state", "dir", dir, "err", err)
+						}
+					}()
+					ctrs = disk
+				}
+			}
+			opts := []proxy.PolicyOption{proxy.WithCounters(ctrs), proxy.WithLogger(logger)}
 			if auditPath != "" {
 				alog, err := audit.Open(auditPath)
 				if err != nil {
@@ -220,6 +267,8 @@ func proxyCmd() *cobra.Command {
 	f.StringVar(&identity, "identity", "", "subject of the caller (identity.subject)")
 	f.StringVar(&groups, "groups", "", "comma-separated groups of the caller (identity.groups)")
 	f.StringVar(&auditPath, "audit-log", "", "append a hash-chained JSON line per decision to this file")
+	f.StringVar(&stateKind, "state", "disk", "where counters live: disk (kept in --state-dir across restarts) or memory (lost on exit)")
+	f.StringVar(&stateDir, "state-dir", defaultStateDir(), "folder where --state disk keeps counters, in a subfolder per --server")
 	rf.add(c)
 	return c
 }

@@ -53,7 +53,7 @@ func TestSwapUnderLoad(t *testing.T) {
 	auditLog := filepath.Join(dir, "audit.jsonl")
 	ctx, cancel := context.WithTimeout(context.Background(), *loadFor+2*time.Minute)
 	defer cancel()
-	cmd := exec.Command(toolgate, "proxy", "--pin-file", pinPath, "--cache-dir", t.TempDir(), "--admin", "",
+	cmd := exec.Command(toolgate, "proxy", "--pin-file", pinPath, "--cache-dir", t.TempDir(), "--admin", "", "--state", "memory",
 		"--audit-log", auditLog, "--server", "testsrv", "--", testserver)
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,14 +43,15 @@ func TestMain(m *testing.M) {
 
 // session starts toolgate proxy in front of testserver and connects the
 // go-sdk client to it. progress, when set, receives progress notifications.
-func session(t *testing.T, auditLog string, progress chan<- *mcp.ProgressNotificationParams) *mcp.ClientSession {
+func session(t *testing.T, auditLog string, progress chan<- *mcp.ProgressNotificationParams, extra ...string) *mcp.ClientSession {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
-	args := []string{"proxy", "--policy", "testdata/policies", "--server", "testsrv", "--identity", "alice", "--groups", "eng"}
+	args := []string{"proxy", "--policy", "testdata/policies", "--server", "testsrv", "--identity", "alice", "--groups", "eng", "--state", "memory"}
 	if auditLog != "" {
 		args = append(args, "--audit-log", auditLog)
 	}
+	args = append(args, extra...)
 	args = append(args, "--", testserver)
 	cmd := exec.Command(toolgate, args...)
 	var stderr bytes.Buffer
@@ -185,6 +187,39 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
+// TestCountersSurviveRestart: with the on-disk store (the default), a
+// restarted proxy keeps its counters: two calls, a restart, and the third is
+// refused.
+func TestCountersSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	for attempt := 0; ; attempt++ {
+		start := time.Now().UTC().Truncate(time.Minute)
+		state := []string{"--state", "disk", "--state-dir", filepath.Join(dir, fmt.Sprint(attempt))}
+		var results []*mcp.CallToolResult
+		for i := 0; i < 3; i++ {
+			cs := session(t, "", nil, state...) // a new proxy process for each call
+			res, err := call(t, cs, "limited", map[string]any{"text": "x"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs.Close() // the proxy flushes its journal on exit
+			results = append(results, res)
+		}
+		if !time.Now().UTC().Truncate(time.Minute).Equal(start) && attempt == 0 {
+			continue // the window turned mid-test
+		}
+		for i, res := range results[:2] {
+			if res.IsError {
+				t.Errorf("call %d: got %q, want it allowed", i+1, text(res))
+			}
+		}
+		if got, want := text(results[2]), "Rate limit of 2 per minute reached. Try again later."; !results[2].IsError || got != want {
+			t.Errorf("call 3 after two restarts: got %q (isError %v), want %q", got, results[2].IsError, want)
+		}
+		return
+	}
+}
+
 func TestFailedCallSpendsNoQuota(t *testing.T) {
 	cs := session(t, "", nil)
 	// fail allows one call a minute; each answer is a JSON-RPC error, so
@@ -239,7 +274,7 @@ func TestAuditLogVerifies(t *testing.T) {
 }
 
 func TestUpstreamExitFailsProxy(t *testing.T) {
-	cmd := exec.Command(toolgate, "proxy", "--policy", "testdata/policies", "--server", "testsrv", "--", "sh", "-c", "read line; exit 3")
+	cmd := exec.Command(toolgate, "proxy", "--policy", "testdata/policies", "--server", "testsrv", "--state", "memory", "--", "sh", "-c", "read line; exit 3")
 	stdin, err := cmd.StdinPipe() // held open: the client stays connected
 	if err != nil {
 		t.Fatal(err)

@@ -154,7 +154,7 @@ func TestPinFileSwap(t *testing.T) {
 	// Start the proxy before any pin exists.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.Command(toolgate, "proxy", "--pin-file", pinPath, "--cache-dir", t.TempDir(),
+	cmd := exec.Command(toolgate, "proxy", "--pin-file", pinPath, "--cache-dir", t.TempDir(), "--state-dir", t.TempDir(),
 		"--admin", "127.0.0.1:0", "--server", "testsrv", "--", testserver)
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr

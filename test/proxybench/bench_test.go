@@ -77,7 +77,7 @@ func roundTrips(b *testing.B, tool string, args ...string) {
 
 func BenchmarkStdioRoundTrip(b *testing.B) {
 	up := filepath.Join(bin, "upstream")
-	proxy := []string{filepath.Join(bin, "toolgate"), "proxy", "--policy", "testdata/policies", "--server", "bench", "--admin", "", "--"}
+	proxy := []string{filepath.Join(bin, "toolgate"), "proxy", "--policy", "testdata/policies", "--server", "bench", "--admin", "", "--state", "memory", "--"}
 	b.Run("path=direct", func(b *testing.B) { roundTrips(b, "echo", up) })
 	b.Run("path=relay", func(b *testing.B) { roundTrips(b, "echo", filepath.Join(bin, "relay"), "--", up) })
 	b.Run("path=toolgate", func(b *testing.B) { roundTrips(b, "echo", append(proxy, up)...) })

@@ -1,0 +1,457 @@
+package counters
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/toolgate/toolgate/bundles"
+)
+
+// Files in a Disk store's folder.
+const (
+	journalName = "counters.journal"
+	lockName    = "lock"
+)
+
+// Defaults for [DiskOptions].
+const (
+	DefaultFlushEvery = 10 * time.Millisecond
+	DefaultCompactAt  = 4 << 20 // bytes of journal
+)
+
+// ErrLocked is returned by [OpenDisk] when another live process (or this one)
+// holds the folder.
+var ErrLocked = errors.New("counter state folder is in use by another toolgate process")
+
+// DiskOptions tunes [OpenDisk]; the zero value takes the defaults.
+type DiskOptions struct {
+	// FlushEvery is how often the background writer appends changed
+	// counters to the journal (default DefaultFlushEvery).
+	FlushEvery time.Duration
+	// CompactAt is the journal size in bytes past which it is rewritten
+	// with the current values only (default DefaultCompactAt).
+	CompactAt int64
+	// Now is the clock used to drop windows that have passed, on open and
+	// on compaction (default time.Now). Reserve and State take their own.
+	Now func() time.Time
+}
+
+// Disk is a durable counter store: counters keep their values across a
+// process restart. It has the same methods as [Store] and is safe for
+// concurrent use.
+//
+// The in-memory [Store] stays the source of truth for reads and
+// reservations, so Reserve costs about what it does in memory: it only marks
+// the counters it touched as changed. A background goroutine, every
+// FlushEvery (10 ms by default), appends one line per changed counter (its
+// window, window start and new value) to an append-only journal and fsyncs
+// it; nothing is fsynced per call. Durability window: a crash (of the
+// process or the machine) loses at most the counts of the last FlushEvery
+// plus the time of one write+fsync.
+//
+// A reservation is committed by dropping its release, which the store cannot
+// observe, so the journal records each counter's value including the
+// reservations still in flight. A reservation rolled back before the next
+// flush writes nothing; one rolled back later writes a second line with the
+// restored value. A crash while a call is in flight therefore keeps its
+// reservation (the call's outcome is unknown; this errs on the side of the
+// limit).
+//
+// On open the journal is replayed (a torn last line is ignored, and so is
+// any line that does not parse), counters whose window has passed are
+// dropped, and the journal is rewritten with the current values. It is
+// rewritten the same way (temporary file, fsync, rename) whenever it grows
+// past CompactAt.
+//
+// Only one process may open a folder: OpenDisk creates a lock file with
+// O_EXCL holding its PID and Close removes it. A lock left by a process
+// that is no longer running (a crash) is taken over; one held by a live
+// process, this one included, makes OpenDisk fail with [ErrLocked]. (Two
+// processes taking over the same stale lock at the same instant can race;
+// PIDs can also be reused, in which case remove the lock file by hand.)
+type Disk struct {
+	mem  *Store
+	dir  string
+	opts DiskOptions
+
+	mu    sync.Mutex        // guards dirty
+	dirty map[string]string // changed counter key → its window name
+
+	// Owned by the flusher (and by Close once the flusher has stopped).
+	file    *os.File
+	w       *bufio.Writer
+	size    int64            // bytes in the journal
+	saved   map[string]saved // what the journal says, by key
+	lastErr error
+
+	reqs      chan chan error // Flush → flusher
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// saved is a counter as the journal last recorded it.
+type saved struct {
+	window string
+	start  int64
+	n      int64
+}
+
+// OpenDisk opens (creating it if needed) the counter state in dir and starts
+// its background writer. Call Close to flush and release the folder.
+func OpenDisk(dir string, opts DiskOptions) (*Disk, error) {
+	if opts.FlushEvery <= 0 {
+		opts.FlushEvery = DefaultFlushEvery
+	}
+	if opts.CompactAt <= 0 {
+		opts.CompactAt = DefaultCompactAt
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := lockDir(dir); err != nil {
+		return nil, err
+	}
+	d := &Disk{
+		mem:   New(),
+		dir:   dir,
+		opts:  opts,
+		dirty: make(map[string]string),
+		saved: make(map[string]saved),
+		reqs:  make(chan chan error),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	if err := d.replay(); err != nil {
+		unlockDir(dir)
+		return nil, err
+	}
+	if err := d.compact(); err != nil {
+		unlockDir(dir)
+		return nil, err
+	}
+	go d.run()
+	return d, nil
+}
+
+// Reserve is [Store.Reserve]; the counters it changes are journaled by the
+// next flush.
+func (d *Disk) Reserve(rs []bundles.Reservation, now time.Time) (func(), *bundles.Reservation) {
+	undo, refusal := d.mem.Reserve(rs, now)
+	if refusal != nil || len(rs) == 0 {
+		return undo, refusal
+	}
+	d.markDirty(rs)
+	return func() {
+		undo()
+		d.markDirty(rs)
+	}, nil
+}
+
+func (d *Disk) markDirty(rs []bundles.Reservation) {
+	d.mu.Lock()
+	for i := range rs {
+		d.dirty[rs[i].Key] = rs[i].Window
+	}
+	d.mu.Unlock()
+}
+
+// State is [Store.State].
+func (d *Disk) State(dst []bundles.CounterValue, table []bundles.Reservation, now time.Time) []bundles.CounterValue {
+	return d.mem.State(dst, table, now)
+}
+
+// Flush writes the changed counters to the journal and fsyncs it now,
+// instead of waiting for the background writer. It returns the write error,
+// if any; after Close it does nothing.
+func (d *Disk) Flush() error {
+	req := make(chan error, 1)
+	select {
+	case d.reqs <- req:
+		return <-req
+	case <-d.done:
+		return nil
+	}
+}
+
+// Close stops the background writer, flushes and fsyncs the journal, closes
+// it and removes the lock. The store still answers Reserve and State in
+// memory afterwards, but nothing more is saved. Close is safe to call more
+// than once.
+func (d *Disk) Close() error {
+	d.closeOnce.Do(func() {
+		close(d.stop)
+		<-d.done
+		err := d.flush()
+		if d.file != nil {
+			if cerr := d.file.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if uerr := unlockDir(d.dir); err == nil {
+			err = uerr
+		}
+		d.closeErr = err
+	})
+	return d.closeErr
+}
+
+// run is the background writer.
+func (d *Disk) run() {
+	defer close(d.done)
+	t := time.NewTicker(d.opts.FlushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case req := <-d.reqs:
+			req <- d.flush()
+		case <-t.C:
+			d.lastErr = d.flush()
+		}
+	}
+}
+
+// flush appends a line for each changed counter whose value differs from
+// the journal's, then compacts the journal if it has grown past CompactAt.
+func (d *Disk) flush() error {
+	d.mu.Lock()
+	if len(d.dirty) == 0 {
+		d.mu.Unlock()
+		return d.lastErr
+	}
+	dirty := d.dirty
+	d.dirty = make(map[string]string, len(dirty))
+	d.mu.Unlock()
+
+	wrote := false
+	var line []byte
+	d.mem.mu.Lock()
+	for key, window := range dirty {
+		var cur saved
+		if v := d.mem.vals[key]; v != nil {
+			cur = saved{window: window, start: v.start, n: v.n}
+		}
+		if old, ok := d.saved[key]; ok && old.start == cur.start && old.n == cur.n {
+			continue
+		}
+		d.saved[key] = cur
+		line = appendLine(line[:0], key, cur)
+		n, _ := d.w.Write(line)
+		d.size += int64(n)
+		wrote = true
+	}
+	d.mem.mu.Unlock()
+	if !wrote {
+		return nil
+	}
+	if err := d.w.Flush(); err != nil {
+		return err
+	}
+	if err := d.file.Sync(); err != nil {
+		return err
+	}
+	if d.size > d.opts.CompactAt {
+		return d.compact()
+	}
+	return nil
+}
+
+// appendLine appends the journal line for key: window, window start (Unix
+// seconds), value and the quoted key, separated by spaces.
+func appendLine(b []byte, key string, s saved) []byte {
+	b = append(b, s.window...)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, s.start, 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, s.n, 10)
+	b = append(b, ' ')
+	b = strconv.AppendQuote(b, key)
+	return append(b, '\n')
+}
+
+func parseLine(line string) (key string, s saved, ok bool) {
+	f := strings.SplitN(line, " ", 4)
+	if len(f) != 4 {
+		return "", saved{}, false
+	}
+	start, err1 := strconv.ParseInt(f[1], 10, 64)
+	n, err2 := strconv.ParseInt(f[2], 10, 64)
+	key, err3 := strconv.Unquote(f[3])
+	if err1 != nil || err2 != nil || err3 != nil {
+		return "", saved{}, false
+	}
+	return key, saved{window: f[0], start: start, n: n}, true
+}
+
+// replay loads the journal into memory, keeping only counters whose window
+// is still current. Only complete lines (ending in a newline) count.
+func (d *Disk) replay() error {
+	raw, err := os.ReadFile(filepath.Join(d.dir, journalName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if i := bytes.LastIndexByte(raw, '\n'); i >= 0 {
+		raw = raw[:i+1]
+	} else {
+		raw = nil // a single torn line
+	}
+	now := d.opts.Now()
+	for len(raw) > 0 {
+		i := bytes.IndexByte(raw, '\n')
+		line := string(raw[:i])
+		raw = raw[i+1:]
+		key, s, ok := parseLine(line)
+		if !ok {
+			continue
+		}
+		if start, ok := windowStart(s.window, now); !ok || start != s.start {
+			delete(d.mem.vals, key)
+			continue
+		}
+		d.mem.vals[key] = &value{start: s.start, n: s.n}
+		d.saved[key] = s
+	}
+	for key := range d.saved {
+		if d.mem.vals[key] == nil {
+			delete(d.saved, key)
+		}
+	}
+	return nil
+}
+
+// compact rewrites the journal with one line per counter whose window is
+// still current and whose value is not zero (temporary file, fsync, rename)
+// and reopens it for appending. The caller is the flusher, or OpenDisk
+// before it starts.
+func (d *Disk) compact() error {
+	now := d.opts.Now()
+	var buf []byte
+	for key, s := range d.saved {
+		if start, ok := windowStart(s.window, now); !ok || start != s.start || s.n == 0 {
+			delete(d.saved, key)
+			continue
+		}
+		buf = appendLine(buf, key, s)
+	}
+	path := filepath.Join(d.dir, journalName)
+	tmp, err := os.CreateTemp(d.dir, journalName+".*.tmp")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(buf)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	syncDir(d.dir)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	if d.file != nil {
+		d.file.Close()
+	}
+	d.file, d.size = f, int64(len(buf))
+	if d.w == nil {
+		d.w = bufio.NewWriterSize(f, 64<<10)
+	} else {
+		d.w.Reset(f)
+	}
+	return nil
+}
+
+func syncDir(dir string) {
+	if f, err := os.Open(dir); err == nil {
+		f.Sync()
+		f.Close()
+	}
+}
+
+// lockDir takes dir's lock file, taking over one whose PID is not running.
+func lockDir(dir string) error {
+	path := filepath.Join(dir, lockName)
+	for attempt := 0; ; attempt++ {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			_, err = fmt.Fprintf(f, "%d\n", os.Getpid())
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				os.Remove(path)
+			}
+			return err
+		}
+		if !errors.Is(err, os.ErrExist) || attempt > 0 {
+			if errors.Is(err, os.ErrExist) {
+				return fmt.Errorf("%w: %s", ErrLocked, path)
+			}
+			return err
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			continue // removed meanwhile: try again
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+		if err == nil && pid > 0 && processRunning(pid) {
+			return fmt.Errorf("%w: %s (pid %d)", ErrLocked, path, pid)
+		}
+		// A stale lock (or an unreadable one, e.g. torn by a crash while
+		// it was written): take it over.
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+}
+
+func unlockDir(dir string) error {
+	err := os.Remove(filepath.Join(dir, lockName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// processRunning reports whether pid is a live process. Only a definite
+// "no such process" counts as not running.
+func processRunning(pid int) bool {
+	if pid == os.Getpid() {
+		return true
+	}
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false // Windows: no such process
+	}
+	err = p.Signal(syscall.Signal(0))
+	return err == nil || !(errors.Is(err, os.ErrProcessDone) || errors.Is(err, syscall.ESRCH))
+}
+
+var _ io.Closer = (*Disk)(nil)
