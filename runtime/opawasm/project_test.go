@@ -2,10 +2,14 @@ package opawasm
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/toolgate/toolgate/bundles"
 )
 
 func lookup(v any, path []string) (any, bool) {
@@ -90,4 +94,20 @@ func FuzzProjection(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestArgumentLimits: with a projection, a call's raw arguments may exceed
+// the Wasm input limit (only the projected part is sent) but not the raw
+// argument limit.
+func TestArgumentLimits(t *testing.T) {
+	m := mustCompile(t, fixture(t, "simple"), WithMaxInputBytes(4096), WithMaxArgumentBytes(64<<10),
+		WithArgumentPaths([][]string{{"title"}}))
+	big := bundles.Input{Arguments: []byte(`{"title":"t","body":"` + strings.Repeat("x", 32<<10) + `"}`)}
+	if _, err := m.Eval(context.Background(), &big); err != nil {
+		t.Fatalf("32 KiB of arguments the policy does not read: %v, want a decision", err)
+	}
+	huge := bundles.Input{Arguments: []byte(`{"title":"t","body":"` + strings.Repeat("x", 65<<10) + `"}`)}
+	if _, err := m.Eval(context.Background(), &huge); !errors.Is(err, ErrInputTooLarge) {
+		t.Fatalf("65 KiB of arguments: %v, want ErrInputTooLarge", err)
+	}
 }

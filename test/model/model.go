@@ -299,10 +299,8 @@ func limit(l link) *int64 {
 	return nil
 }
 
-// Lookup resolves a condition path (§3 "Paths", §5); false means the
+// lookup resolves a condition path (§3 "Paths", §5); false means the
 // value is missing.
-func (in *Input) Lookup(path string) (any, bool) { return lookup(in, path) }
-
 func lookup(in *Input, path string) (any, bool) {
 	switch {
 	case path == "server":
