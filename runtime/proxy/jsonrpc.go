@@ -13,6 +13,10 @@ const (
 	codeUpstreamGone   = -32000
 )
 
+// CodeDenied is the JSON-RPC error code of a denied tools/call when denials
+// are configured as errors ([Enforcer.DenyAsError]).
+const CodeDenied = -32003
+
 // kind is what a JSON-RPC message is.
 type kind uint8
 
@@ -137,6 +141,25 @@ func appendDenial(dst []byte, id json.RawMessage, v *Verdict) []byte {
 	dst = append(dst, `,"toolgate/rule":`...)
 	dst = appendString(dst, v.Rule)
 	dst = append(dst, `,"toolgate/bundle":`...)
+	dst = appendString(dst, v.Bundle)
+	return append(dst, "}}}"...)
+}
+
+// appendDenialError appends the JSON-RPC error a denied call is answered
+// with when denials are configured as errors: the message as the error
+// message, and decision_id, rule and bundle in its data.
+func appendDenialError(dst []byte, id json.RawMessage, v *Verdict) []byte {
+	dst = append(dst, `{"jsonrpc":"2.0","id":`...)
+	dst = append(dst, id...)
+	dst = append(dst, `,"error":{"code":`...)
+	dst = appendInt(dst, CodeDenied)
+	dst = append(dst, `,"message":`...)
+	dst = appendString(dst, v.Message)
+	dst = append(dst, `,"data":{"decision_id":`...)
+	dst = appendString(dst, v.DecisionID)
+	dst = append(dst, `,"rule":`...)
+	dst = appendString(dst, v.Rule)
+	dst = append(dst, `,"bundle":`...)
 	dst = appendString(dst, v.Bundle)
 	return append(dst, "}}}"...)
 }

@@ -77,9 +77,15 @@ type Stdio struct {
 	toClient, toServer lineWriter
 	clientClosed       atomic.Bool // set once the client's input has ended
 
-	mu          sync.Mutex                 // guards pending, annotations
-	pending     map[string]pendingCall     // client requests awaiting the server, by raw id
-	annotations map[string]json.RawMessage // tool annotations from the last tools/list, by tool
+	// DenyAsError answers denied calls with a JSON-RPC error instead of
+	// an isError result (see [Enforcer.DenyAsError]).
+	DenyAsError bool
+
+	enforcer *Enforcer
+	catalog  Catalog
+
+	mu      sync.Mutex             // guards pending
+	pending map[string]pendingCall // client requests awaiting the server, by raw id
 }
 
 // pendingCall is a client request the server has not answered yet.
@@ -121,7 +127,7 @@ func (p *Stdio) Run(ctx context.Context, clientIn io.Reader, clientOut io.Writer
 		p.MaxLine = DefaultMaxLine
 	}
 	p.pending = make(map[string]pendingCall)
-	p.annotations = make(map[string]json.RawMessage)
+	p.enforcer = &Enforcer{Server: p.Server, Decide: p.Decide, Hidden: p.Hidden, DenyAsError: p.DenyAsError}
 	p.toClient.w = bufio.NewWriterSize(clientOut, 64<<10)
 	p.toServer.w = bufio.NewWriterSize(serverIn, 64<<10)
 
@@ -244,12 +250,12 @@ func (p *Stdio) fromClient(ctx context.Context, line []byte, tooLong bool) error
 			return p.toClient.write(appendError(nil, m.ID, codeInvalidRequest, "request id "+key+" is already in use by a pending request"))
 		}
 		if c.method == "tools/call" {
-			v, errLine := p.decideCall(ctx, &m)
+			v, errLine := p.enforcer.DecideCall(ctx, &p.catalog, p.Identity, &m)
 			if errLine != nil {
 				return p.toClient.write(errLine)
 			}
 			if !v.Allow {
-				return p.toClient.write(appendDenial(nil, m.ID, &v))
+				return p.toClient.write(p.enforcer.AppendDenial(nil, m.ID, &v))
 			}
 			c.done = v.Done
 		}
@@ -270,34 +276,6 @@ func looksLikeNotification(line []byte) bool {
 		Method json.RawMessage `json:"method"`
 	}
 	return json.Unmarshal(line, &probe) == nil && probe.ID == nil && probe.Method != nil
-}
-
-// callParams is the part of tools/call params a decision reads.
-type callParams struct {
-	Name      *string         `json:"name"`
-	Arguments json.RawMessage `json:"arguments"`
-}
-
-// decideCall builds the decision input of a tools/call and asks Decide. A
-// request whose params do not name a tool, or whose arguments are not an
-// object, gets a -32602 error line instead.
-func (p *Stdio) decideCall(ctx context.Context, m *message) (Verdict, []byte) {
-	var cp callParams
-	if len(m.Params) == 0 || m.Params[0] != '{' || json.Unmarshal(m.Params, &cp) != nil || cp.Name == nil {
-		return Verdict{}, appendError(nil, m.ID, codeInvalidParams, "tools/call needs params with a string name")
-	}
-	args := bytes.TrimSpace(cp.Arguments)
-	if string(args) == "null" {
-		args = nil
-	}
-	if len(args) > 0 && args[0] != '{' {
-		return Verdict{}, appendError(nil, m.ID, codeInvalidParams, "tools/call arguments must be an object")
-	}
-	in := bundles.Input{Server: p.Server, Tool: *cp.Name, Arguments: args, Identity: p.Identity}
-	p.mu.Lock()
-	in.Annotations = p.annotations[in.Tool]
-	p.mu.Unlock()
-	return p.Decide(ctx, &in), nil
 }
 
 func (p *Stdio) fromServer(ctx context.Context, line []byte, tooLong bool) error {
@@ -330,7 +308,7 @@ func (p *Stdio) fromServer(ctx context.Context, line []byte, tooLong bool) error
 			c.done(m.Error == nil)
 		}
 		if c.method == "tools/list" && m.Result != nil {
-			if filtered := p.filterTools(ctx, &m); filtered != nil {
+			if filtered := p.enforcer.FilterTools(ctx, &p.catalog, p.Identity, &m); filtered != nil {
 				return p.toClient.write(filtered)
 			}
 		}
@@ -347,63 +325,6 @@ func (p *Stdio) take(id json.RawMessage) (pendingCall, bool) {
 		delete(p.pending, string(id))
 	}
 	return c, ok
-}
-
-// listedTool is the part of a listed tool the proxy reads.
-type listedTool struct {
-	Name        string          `json:"name"`
-	Annotations json.RawMessage `json:"annotations"`
-}
-
-// filterTools remembers the annotations of a tools/list result and removes
-// hidden tools. It returns the rewritten response, or nil when the response
-// can pass as it came (nothing hidden, or a result it cannot read).
-func (p *Stdio) filterTools(ctx context.Context, m *message) []byte {
-	var result map[string]json.RawMessage
-	if json.Unmarshal(m.Result, &result) != nil {
-		return nil
-	}
-	var tools []json.RawMessage
-	if json.Unmarshal(result["tools"], &tools) != nil {
-		return nil
-	}
-	kept := tools[:0]
-	hidden := 0
-	for _, raw := range tools {
-		var t listedTool
-		if json.Unmarshal(raw, &t) != nil {
-			kept = append(kept, raw)
-			continue
-		}
-		ann := bytes.TrimSpace(t.Annotations)
-		if len(ann) == 0 || ann[0] != '{' {
-			ann = nil
-		}
-		p.mu.Lock()
-		p.annotations[t.Name] = ann
-		p.mu.Unlock()
-		if p.Hidden != nil && p.Hidden(ctx, &bundles.Input{Server: p.Server, Tool: t.Name, Annotations: ann, Identity: p.Identity}) {
-			hidden++
-			continue
-		}
-		kept = append(kept, raw)
-	}
-	if hidden == 0 {
-		return nil
-	}
-	tb, err := json.Marshal(kept)
-	if err != nil {
-		return nil
-	}
-	result["tools"] = tb
-	rb, err := json.Marshal(result)
-	if err != nil {
-		return nil
-	}
-	out := append([]byte(`{"jsonrpc":"2.0","id":`), m.ID...)
-	out = append(out, `,"result":`...)
-	out = append(out, rb...)
-	return append(out, '}')
 }
 
 func appendInt(dst []byte, n int) []byte { return strconv.AppendInt(dst, int64(n), 10) }
