@@ -15,13 +15,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/fsnotify/fsnotify"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/toolgate/toolgate/bundles"
 	"github.com/toolgate/toolgate/bundles/cache"
@@ -91,6 +93,11 @@ type PinFile struct {
 	poll  time.Duration
 	retry time.Duration
 
+	// fixed, when set, is the one digest this source loads (see
+	// [NewDigest]); fixedKeys are the keys it must verify with.
+	fixed     *name.Digest
+	fixedKeys [][]byte
+
 	load   sync.Mutex // serialises Load; guards seen, loaded
 	seen   string     // fingerprint of the pin file the last Load read
 	loaded bool       // a Load has run
@@ -117,6 +124,23 @@ func NewPinFile(path, cacheDir string, sw Swapper, opts ...Option) (*PinFile, er
 	return p, nil
 }
 
+// NewDigest returns a source for one fixed digest (`toolgate proxy --bundle
+// REF@DIGEST --key PUB`): Load verifies ref's signature with keys, pulls it
+// through the cache and swaps it in, exactly as for a pin file naming it, and
+// with the same offline rule. [PinFile.Watch] on it only retries a failed
+// load (and reloads on hup); there is no file to watch.
+func NewDigest(ref name.Digest, keys [][]byte, cacheDir string, sw Swapper, opts ...Option) (*PinFile, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("a registry bundle needs at least one public key to verify it with")
+	}
+	p, err := NewPinFile("", cacheDir, sw, opts...)
+	if err != nil {
+		return nil, err
+	}
+	p.fixed, p.fixedKeys = &ref, keys
+	return p, nil
+}
+
 // Status returns what the source last did.
 func (p *PinFile) Status() Status {
 	p.mu.Lock()
@@ -137,29 +161,40 @@ func (p *PinFile) Load(ctx context.Context) error {
 	if err != nil {
 		p.status.Failures++
 		p.status.LastError, p.status.LastErrorAt = err.Error(), now
-		p.log.Error("bundle not loaded; the active bundle stays", "pin_file", p.path, "err", err)
+		p.log.Error("bundle not loaded; the active bundle stays", "source", p.name(), "err", err)
 		return err
 	}
 	p.status.Swaps++
 	p.status.Digest, p.status.LastSwap, p.status.LastError = digest, now, ""
-	p.log.Info("bundle loaded", "pin_file", p.path, "bundle", digest)
+	p.log.Info("bundle loaded", "source", p.name(), "bundle", digest)
 	return nil
 }
 
-func (p *PinFile) loadOnce(ctx context.Context) (string, error) {
-	p.loaded = true
+// name names the source in logs: the pin file, or the fixed reference.
+func (p *PinFile) name() string {
+	if p.fixed != nil {
+		return p.fixed.String()
+	}
+	return p.path
+}
+
+// what returns the pin file's digest and keys (or the fixed ones).
+func (p *PinFile) what() (name.Digest, [][]byte, error) {
+	if p.fixed != nil {
+		return *p.fixed, p.fixedKeys, nil
+	}
 	raw, err := os.ReadFile(p.path)
 	p.seen = fingerprint(raw, err)
 	if err != nil {
-		return "", fmt.Errorf("reading pin file: %w", err)
+		return name.Digest{}, nil, fmt.Errorf("reading pin file: %w", err)
 	}
 	f, err := pin.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("pin file %s: %w", p.path, err)
+		return name.Digest{}, nil, fmt.Errorf("pin file %s: %w", p.path, err)
 	}
 	nd, err := f.Digest()
 	if err != nil {
-		return "", fmt.Errorf("pin file %s: %w", p.path, err)
+		return name.Digest{}, nil, fmt.Errorf("pin file %s: %w", p.path, err)
 	}
 	var keys [][]byte
 	for _, k := range f.KeyPaths() {
@@ -168,9 +203,18 @@ func (p *PinFile) loadOnce(ctx context.Context) (string, error) {
 		}
 		b, err := os.ReadFile(k)
 		if err != nil {
-			return "", fmt.Errorf("pin file %s: reading public key: %w", p.path, err)
+			return name.Digest{}, nil, fmt.Errorf("pin file %s: reading public key: %w", p.path, err)
 		}
 		keys = append(keys, b)
+	}
+	return nd, keys, nil
+}
+
+func (p *PinFile) loadOnce(ctx context.Context) (string, error) {
+	p.loaded = true
+	nd, keys, err := p.what()
+	if err != nil {
+		return "", err
 	}
 	d, err := oci.ParseDigest(nd.String(), p.reg...)
 	if err != nil {
@@ -240,7 +284,9 @@ func (p *PinFile) Watch(ctx context.Context, hup <-chan os.Signal) error {
 	// stays as a safety net (and for file systems without notifications).
 	var events <-chan fsnotify.Event
 	var watchErrs <-chan error
-	if w, err := fsnotify.NewWatcher(); err != nil {
+	if p.fixed != nil {
+		// Nothing to watch: only retries and hup.
+	} else if w, err := fsnotify.NewWatcher(); err != nil {
 		p.log.Warn("not watching the pin file; polling it", "pin_file", p.path, "err", err)
 	} else {
 		defer w.Close()
@@ -273,7 +319,7 @@ func (p *PinFile) Watch(ctx context.Context, hup <-chan os.Signal) error {
 				hup = nil
 				continue
 			}
-			p.log.Info("SIGHUP: re-reading the pin file", "pin_file", p.path)
+			p.log.Info("SIGHUP: loading the bundle again", "source", p.name())
 			reload = true
 		case ev := <-events:
 			if filepath.Clean(ev.Name) != filepath.Clean(p.path) {
@@ -297,6 +343,9 @@ func (p *PinFile) Watch(ctx context.Context, hup <-chan os.Signal) error {
 
 // changed reports whether the pin file differs from the one last loaded.
 func (p *PinFile) changed() bool {
+	if p.fixed != nil {
+		return false
+	}
 	p.load.Lock()
 	seen := p.seen
 	p.load.Unlock()

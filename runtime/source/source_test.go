@@ -369,3 +369,72 @@ func TestSwapUnderLoad(t *testing.T) {
 		t.Fatalf("no goroutine saw both digests across %d flips", flips)
 	}
 }
+
+// TestFixedDigest: --bundle REF@DIGEST loads a signed digest, refuses an
+// unsigned one or one signed by another key (nothing becomes active), and
+// with the registry down loads the digest verified before from the cache.
+func TestFixedDigest(t *testing.T) {
+	w := newWorld(t)
+	a, unsigned := w.push(policy("A"), true), w.push(policy("C"), false)
+	pub, err := os.ReadFile(filepath.Join(w.dir, "cosign.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, otherPub, err := sign.GenerateKeys(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := NewDigest(a, nil, w.cache, engine.New()); err == nil {
+		t.Fatal("NewDigest with no keys: no error")
+	}
+	for _, tc := range []struct {
+		name string
+		ref  name.Digest
+		key  []byte
+		want error
+	}{
+		{"unsigned", unsigned, pub, sign.ErrNoSignature},
+		{"other key", a, otherPub, sign.ErrUntrusted},
+	} {
+		eng := engine.New()
+		src, err := NewDigest(tc.ref, [][]byte{tc.key}, w.cache, eng, WithLogger(quietLogger()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := src.Load(ctx); !errors.Is(err, tc.want) {
+			t.Fatalf("%s: Load = %v, want %v", tc.name, err, tc.want)
+		}
+		if d, _ := eng.Active(); d != "" {
+			t.Fatalf("%s: %s became active", tc.name, d)
+		}
+		eng.Close()
+	}
+
+	eng := engine.New()
+	defer eng.Close()
+	src, err := NewDigest(a, [][]byte{pub}, w.cache, eng, WithLogger(quietLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := eng.Active(); d != a.DigestStr() || src.Status().Digest != a.DigestStr() {
+		t.Fatalf("active %s, status %+v; want %s", d, src.Status(), a.DigestStr())
+	}
+	// Registry down: a new engine (a restarted proxy) loads A from the cache.
+	w.front.Close()
+	eng2 := engine.New()
+	defer eng2.Close()
+	src2, err := NewDigest(a, [][]byte{pub}, w.cache, eng2, WithLogger(quietLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src2.Load(ctx); err != nil {
+		t.Fatalf("offline load of a digest verified before: %v", err)
+	}
+	if d, _ := eng2.Active(); d != a.DigestStr() {
+		t.Fatalf("offline: active %q", d)
+	}
+}
