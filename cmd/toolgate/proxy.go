@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/toolgate/toolgate/bundles"
+	"github.com/toolgate/toolgate/bundles/oci"
 	"github.com/toolgate/toolgate/runtime/admin"
 	"github.com/toolgate/toolgate/runtime/audit"
 	"github.com/toolgate/toolgate/runtime/counters"
@@ -61,214 +62,315 @@ func stateSubdir(server string) string {
 	return name
 }
 
+// proxyFlags are the flags of toolgate proxy; a --config file sets the same
+// ones (see applyConfig).
+type proxyFlags struct {
+	config                                string
+	policyPath, bundle, pinFile, cacheDir string
+	keys                                  []string
+	server, identity, groups              string
+	auditPath                             string
+	adminAddr                             string
+	adminRemote                           bool
+	stateKind, stateDir                   string
+	denyAsError                           bool
+	upstreamTimeout                       time.Duration
+	rf                                    registryFlags
+}
+
 func proxyCmd() *cobra.Command {
-	var policyPath, bundlePath, pinFile, cacheDir, server, identity, groups, auditPath, adminAddr, stateDir, stateKind string
-	var adminRemote bool
-	var rf registryFlags
+	var pf proxyFlags
 	c := &cobra.Command{
-		Use:   "proxy (--policy PATH | --bundle FILE | --pin-file FILE) --server NAME [--audit-log FILE] -- CMD [ARG…]",
+		Use:   "proxy (--policy PATH | --bundle FILE|REF@DIGEST | --pin-file FILE) --server NAME [--config FILE] -- CMD [ARG…]",
 		Short: "Run an MCP stdio server behind toolgate, enforcing a policy on every tools/call",
 		Long: "Proxy starts the MCP server command after --, relays the MCP client on stdin/stdout to it,\n" +
 			"and decides every tools/call with the policy: a denied call is answered with an isError\n" +
-			"result and never reaches the server; hidden tools are removed from tools/list.\n" +
-			"Logs are JSON lines on stderr. It exits 1 when the server exits before the client.\n\n" +
-			"With --pin-file, the bundle the pin file names is verified with its keys, pulled by digest\n" +
-			"(through --cache-dir, so a bundle verified before loads while the registry is down) and\n" +
-			"swapped in; a change to the pin file or SIGHUP loads it again, and a bundle that fails\n" +
-			"is refused while the one in force stays. With no verified bundle every tools/call is denied.\n" +
+			"result (or, with --deny-as-error, a JSON-RPC error) and never reaches the server; hidden\n" +
+			"tools are removed from tools/list. Logs are JSON lines on stderr. It exits 1 when the\n" +
+			"server exits before the client.\n\n" +
+			"Policy sources: --policy compiles policy files in-process (development); --bundle loads a\n" +
+			"bundle file, or pulls REF@DIGEST by digest and verifies it with --key (an oci:DIR@DIGEST\n" +
+			"layout on disk is checked by digest only); --pin-file loads the signed bundle a pin file\n" +
+			"names, through --cache-dir (so a bundle verified before loads while the registry is down),\n" +
+			"and again whenever the pin file changes or SIGHUP arrives. A bundle that fails is refused\n" +
+			"while the one in force stays; with no verified bundle every tools/call is denied.\n\n" +
+			"--config FILE reads the same settings from YAML: each key is a flag name below without\n" +
+			"the dashes, plus `command:` (the server command as a list); flags given on the command\n" +
+			"line win, and relative paths are relative to the config file (docs/proxy.md).\n\n" +
 			"The admin listener (--admin) serves /healthz, /readyz, /status and /metrics.",
-		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.ArgsLenAtDash() != 0 {
-				return usageError{errors.New("proxy needs the server command after --")}
-			}
-			sources := 0
-			for _, s := range []string{policyPath, bundlePath, pinFile} {
-				if s != "" {
-					sources++
-				}
-			}
-			if sources != 1 {
-				return usageError{errors.New("proxy needs exactly one of --policy PATH, --bundle FILE and --pin-file FILE")}
-			}
-			if server == "" {
-				return usageError{errors.New("proxy needs --server NAME (the server name the policies govern)")}
-			}
-			if stateKind != "memory" && stateKind != "disk" {
-				return usageError{fmt.Errorf("--state must be memory or disk, not %q", stateKind)}
-			}
-			ctx := cmd.Context()
-			logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-
-			eng := engine.New()
-			defer eng.Close()
-			metrics := admin.NewMetrics()
-			var swaps func() admin.SwapStatus
-
-			var b *bundles.Bundle
-			var digest string
-			switch {
-			case pinFile != "":
-				src, err := source.NewPinFile(pinFile, cacheDir, eng, source.WithRegistry(rf.options()...), source.WithLogger(logger))
-				if err != nil {
-					return problemError{err}
-				}
-				swaps = func() admin.SwapStatus {
-					s := src.Status()
-					return admin.SwapStatus{LastError: s.LastError, LastErrorAt: s.LastErrorAt, LastSwap: s.LastSwap, Swaps: s.Swaps, Failures: s.Failures}
-				}
-				hup := make(chan os.Signal, 1)
-				signal.Notify(hup, syscall.SIGHUP)
-				defer signal.Stop(hup)
-				// The first load happens before the server starts, so that a
-				// good pin decides the first call; a failed one leaves the
-				// proxy running, denying every call (fail closed).
-				_ = src.Load(ctx)
-				digest, _ = eng.Active()
-				wctx, stop := context.WithCancel(ctx)
-				defer stop()
-				go src.Watch(wctx, hup)
-			case policyPath != "":
-				built, _, err := buildInProcess(ctx, cmd, []string{policyPath})
-				if err != nil {
-					return err
-				}
-				var buf bytes.Buffer
-				if err := bundles.Write(&buf, built); err != nil {
-					return err
-				}
-				b, digest = built, bundles.Digest(buf.Bytes())
-			default:
-				raw, err := os.ReadFile(bundlePath)
-				if err != nil {
-					return err
-				}
-				if b, err = bundles.ReadBytes(raw, bundles.Limits{}); err != nil {
-					return problemError{fmt.Errorf("loading %s: %w", bundlePath, err)}
-				}
-				digest = bundles.Digest(raw)
-			}
-			if b != nil {
-				if err := eng.Swap(ctx, digest, b); err != nil {
-					return problemError{err}
-				}
-			}
-
-			if adminAddr != "" {
-				l, err := admin.Listen(adminAddr, adminRemote)
-				switch {
-				case err != nil && errors.Is(err, admin.ErrRemote):
-					return usageError{err}
-				case err != nil && !cmd.Flags().Changed("admin"):
-					// Several stdio proxies may run side by side (one per
-					// server in an MCP client's config): only the first gets
-					// the default port.
-					logger.Warn("admin listener not started; pass --admin ADDR to choose another address", "addr", adminAddr, "err", err)
-				case err != nil:
-					return problemError{err}
-				default:
-					srv := &http.Server{Handler: admin.Handler(eng, swaps, metrics), ReadHeaderTimeout: 10 * time.Second}
-					go srv.Serve(l)
-					defer srv.Close()
-					logger.Info("admin listener started", "addr", l.Addr().String())
-				}
-			}
-
-			// Counters are per server: each server's proxy keeps them in its
-			// own subfolder of --state-dir.
-			var ctrs proxy.Counters = counters.New()
-			if stateKind == "disk" {
-				dir := filepath.Join(stateDir, stateSubdir(server))
-				disk, err := counters.OpenDisk(dir, counters.DiskOptions{})
-				switch {
-				case err != nil && errors.Is(err, counters.ErrLocked) && !cmd.Flags().Changed("state-dir"):
-					// Another proxy for the same server (a second MCP
-					// client) holds the default folder: this one counts in
-					// memory, like the proxies before durable counters.
-					logger.Warn("counter state in use by another proxy; counting in memory; pass --state-dir DIR to keep them", "dir", dir, "err", err)
-				case err != nil:
-					return problemError{fmt.Errorf("opening the counter state (--state-dir; --state memory keeps none): %w", err)}
-				default:
-					defer func() {
-						if err := disk.Close(); err != nil {
-							logger.Error("saving the counter state", "dir", dir, "err", err)
-						}
-					}()
-					ctrs = disk
-				}
-			}
-			opts := []proxy.PolicyOption{proxy.WithCounters(ctrs), proxy.WithLogger(logger)}
-			if auditPath != "" {
-				alog, err := audit.Open(auditPath)
-				if err != nil {
-					return problemError{err}
-				}
-				defer alog.Close()
-				opts = append(opts, proxy.WithAudit(alog))
-			}
-			pol := proxy.NewPolicy(admin.Instrument(eng, metrics), opts...)
-
-			up := exec.Command(args[0], args[1:]...)
-			up.Stderr = os.Stderr
-			upIn, err := up.StdinPipe()
-			if err != nil {
-				return err
-			}
-			upOut, err := up.StdoutPipe()
-			if err != nil {
-				return err
-			}
-			if err := up.Start(); err != nil {
-				return problemError{fmt.Errorf("starting the MCP server %q: %w", args[0], err)}
-			}
-			logger.Info("proxy started", "server", server, "bundle", digest, "command", args[0], "pid", up.Process.Pid)
-
-			var groupList []string
-			if groups != "" {
-				groupList = strings.Split(groups, ",")
-			}
-			st := &proxy.Stdio{
-				Server:   server,
-				Identity: bundles.Identity{Subject: identity, Groups: groupList},
-				Decide:   pol.Decide,
-				Hidden:   pol.Hidden,
-				Logger:   logger,
-			}
-			runErr := st.Run(ctx, os.Stdin, os.Stdout, upIn, upOut)
-			if errors.Is(runErr, proxy.ErrUpstreamExited) {
-				metrics.UpstreamError()
-				waitErr := up.Wait()
-				status := "exit status 0"
-				if waitErr != nil {
-					status = waitErr.Error()
-				}
-				return problemError{fmt.Errorf("the MCP server %q exited (%s) while the client was connected; check its stderr above", args[0], status)}
-			}
-			// The client is gone: give the server a moment to exit on its own.
-			done := make(chan error, 1)
-			go func() { done <- up.Wait() }()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				up.Process.Kill()
-				<-done
-			}
-			return runErr
-		},
+		RunE: func(cmd *cobra.Command, args []string) error { return runProxy(cmd, &pf, args) },
 	}
 	f := c.Flags()
-	f.StringVar(&policyPath, "policy", "", "policy file or folder to compile in-process (development)")
-	f.StringVar(&bundlePath, "bundle", "", "bundle file (.tar.gz) built by toolgate build")
-	f.StringVar(&pinFile, "pin-file", "", "pin file naming the signed bundle to run (watched; SIGHUP re-reads it)")
-	f.StringVar(&cacheDir, "cache-dir", defaultCacheDir(), "folder where pulled bundles are cached, for loading while the registry is down")
-	f.StringVar(&adminAddr, "admin", defaultAdminAddr, "address of the admin listener (/healthz, /readyz, /status, /metrics); empty turns it off")
-	f.BoolVar(&adminRemote, "admin-allow-remote", false, "allow --admin on an address that is not loopback")
-	f.StringVar(&server, "server", "", "name of the MCP server, as the policies name it")
-	f.StringVar(&identity, "identity", "", "subject of the caller (identity.subject)")
-	f.StringVar(&groups, "groups", "", "comma-separated groups of the caller (identity.groups)")
-	f.StringVar(&auditPath, "audit-log", "", "append a hash-chained JSON line per decision to this file")
-	f.StringVar(&stateKind, "state", "disk", "where counters live: disk (kept in --state-dir across restarts) or memory (lost on exit)")
-	f.StringVar(&stateDir, "state-dir", defaultStateDir(), "folder where --state disk keeps counters, in a subfolder per --server")
-	rf.add(c)
+	f.StringVar(&pf.config, "config", "", "YAML file holding these flags (keys are flag names) and `command:`")
+	f.StringVar(&pf.policyPath, "policy", "", "policy file or folder to compile in-process (development)")
+	f.StringVar(&pf.bundle, "bundle", "", "bundle file (.tar.gz) built by toolgate build, or REF@DIGEST to pull and verify with --key")
+	f.StringSliceVar(&pf.keys, "key", nil, "public key a --bundle REF@DIGEST must be signed with (repeatable)")
+	f.StringVar(&pf.pinFile, "pin-file", "", "pin file naming the signed bundle to run (watched; SIGHUP re-reads it)")
+	f.StringVar(&pf.cacheDir, "cache-dir", defaultCacheDir(), "folder where pulled bundles are cached, for loading while the registry is down")
+	f.StringVar(&pf.adminAddr, "admin", defaultAdminAddr, "address of the admin listener (/healthz, /readyz, /status, /metrics); empty turns it off")
+	f.BoolVar(&pf.adminRemote, "admin-allow-remote", false, "allow --admin on an address that is not loopback")
+	f.StringVar(&pf.server, "server", "", "name of the MCP server, as the policies name it")
+	f.StringVar(&pf.identity, "identity", "", "subject of the caller (identity.subject)")
+	f.StringVar(&pf.groups, "groups", "", "comma-separated groups of the caller (identity.groups)")
+	f.StringVar(&pf.auditPath, "audit-log", "", "append a hash-chained JSON line per decision to this file")
+	f.StringVar(&pf.stateKind, "state", "disk", "where counters live: disk (kept in --state-dir across restarts) or memory (lost on exit)")
+	f.StringVar(&pf.stateDir, "state-dir", defaultStateDir(), "folder where --state disk keeps counters, in a subfolder per --server")
+	f.BoolVar(&pf.denyAsError, "deny-as-error", false, "answer denied calls with a JSON-RPC error instead of an isError result the model can read")
+	f.DurationVar(&pf.upstreamTimeout, "upstream-timeout", 0, "answer a call the server has not answered within this long with an error (0: wait)")
+	pf.rf.add(c)
+	markPaths(f, "config", "policy", "bundle", "key", "pin-file", "cache-dir", "state-dir", "audit-log", "registry-ca")
 	return c
+}
+
+// proxyCommand returns the server command: what follows --, or the config
+// file's command.
+func proxyCommand(cmd *cobra.Command, args, fromConfig []string) ([]string, error) {
+	dash := cmd.ArgsLenAtDash()
+	switch {
+	case dash > 0 || (dash < 0 && len(args) > 0):
+		return nil, usageError{fmt.Errorf("unexpected argument %q: the server command goes after --", args[0])}
+	case dash == 0 && len(args) > 0:
+		return args, nil
+	case len(fromConfig) > 0:
+		return fromConfig, nil
+	}
+	return nil, usageError{errors.New("proxy needs the server command after -- (or command: in --config)")}
+}
+
+func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
+	var fromConfig []string
+	if pf.config != "" {
+		var err error
+		if fromConfig, err = applyConfig(cmd.Flags(), pf.config); err != nil {
+			return usageError{err}
+		}
+	}
+	command, err := proxyCommand(cmd, args, fromConfig)
+	if err != nil {
+		return err
+	}
+	sources := 0
+	for _, s := range []string{pf.policyPath, pf.bundle, pf.pinFile} {
+		if s != "" {
+			sources++
+		}
+	}
+	if sources != 1 {
+		return usageError{errors.New("proxy needs exactly one of --policy PATH, --bundle FILE|REF@DIGEST and --pin-file FILE")}
+	}
+	if pf.server == "" {
+		return usageError{errors.New("proxy needs --server NAME (the server name the policies govern)")}
+	}
+	if pf.stateKind != "memory" && pf.stateKind != "disk" {
+		return usageError{fmt.Errorf("--state must be memory or disk, not %q", pf.stateKind)}
+	}
+	if pf.upstreamTimeout < 0 {
+		return usageError{fmt.Errorf("--upstream-timeout must not be negative")}
+	}
+	ctx := cmd.Context()
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+
+	eng := engine.New()
+	defer eng.Close()
+	metrics := admin.NewMetrics()
+	swaps, stopSource, err := loadPolicySource(ctx, cmd, pf, eng, logger)
+	if err != nil {
+		return err
+	}
+	defer stopSource()
+	digest, _ := eng.Active()
+
+	if pf.adminAddr != "" {
+		l, err := admin.Listen(pf.adminAddr, pf.adminRemote)
+		switch {
+		case err != nil && errors.Is(err, admin.ErrRemote):
+			return usageError{err}
+		case err != nil && !cmd.Flags().Changed("admin"):
+			// Several stdio proxies may run side by side (one per
+			// server in an MCP client's config): only the first gets
+			// the default port.
+			logger.Warn("admin listener not started; pass --admin ADDR to choose another address", "addr", pf.adminAddr, "err", err)
+		case err != nil:
+			return problemError{err}
+		default:
+			srv := &http.Server{Handler: admin.Handler(eng, swaps, metrics), ReadHeaderTimeout: 10 * time.Second}
+			go srv.Serve(l)
+			defer srv.Close()
+			logger.Info("admin listener started", "addr", l.Addr().String())
+		}
+	}
+
+	ctrs, closeCounters, err := openCounters(cmd, pf, logger)
+	if err != nil {
+		return err
+	}
+	defer closeCounters()
+	opts := []proxy.PolicyOption{proxy.WithCounters(ctrs), proxy.WithLogger(logger)}
+	if pf.auditPath != "" {
+		alog, err := audit.Open(pf.auditPath)
+		if err != nil {
+			return problemError{err}
+		}
+		defer alog.Close()
+		opts = append(opts, proxy.WithAudit(alog))
+	}
+	pol := proxy.NewPolicy(admin.Instrument(eng, metrics), opts...)
+
+	up := exec.Command(command[0], command[1:]...)
+	up.Stderr = os.Stderr
+	upIn, err := up.StdinPipe()
+	if err != nil {
+		return err
+	}
+	upOut, err := up.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := up.Start(); err != nil {
+		return problemError{fmt.Errorf("starting the MCP server %q: %w", command[0], err)}
+	}
+	logger.Info("proxy started", "server", pf.server, "bundle", digest, "command", command[0], "pid", up.Process.Pid)
+
+	var groupList []string
+	if pf.groups != "" {
+		groupList = strings.Split(pf.groups, ",")
+	}
+	st := &proxy.Stdio{
+		Server:      pf.server,
+		Identity:    bundles.Identity{Subject: pf.identity, Groups: groupList},
+		Decide:      pol.Decide,
+		Hidden:      pol.Hidden,
+		Logger:      logger,
+		DenyAsError: pf.denyAsError,
+	}
+	runErr := st.Run(ctx, os.Stdin, os.Stdout, upIn, upOut)
+	if errors.Is(runErr, proxy.ErrUpstreamExited) {
+		metrics.UpstreamError()
+		waitErr := up.Wait()
+		status := "exit status 0"
+		if waitErr != nil {
+			status = waitErr.Error()
+		}
+		return problemError{fmt.Errorf("the MCP server %q exited (%s) while the client was connected; check its stderr above", command[0], status)}
+	}
+	// The client is gone: give the server a moment to exit on its own.
+	done := make(chan error, 1)
+	go func() { done <- up.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		up.Process.Kill()
+		<-done
+	}
+	return runErr
+}
+
+// loadPolicySource makes the flags' policy source active in eng before the
+// first call: the pin file or registry digest (then watched), the bundle
+// file or layout, or the policy compiled in-process. A pin file or digest
+// that fails to load leaves the proxy running and denying every call (fail
+// closed) while the watch retries. It returns the swap status for /status
+// (nil for sources that never swap) and a function that stops the watch.
+func loadPolicySource(ctx context.Context, cmd *cobra.Command, pf *proxyFlags, eng *engine.Engine, logger *slog.Logger) (func() admin.SwapStatus, func(), error) {
+	var src *source.PinFile
+	var err error
+	switch {
+	case pf.pinFile != "":
+		src, err = source.NewPinFile(pf.pinFile, pf.cacheDir, eng, source.WithRegistry(pf.rf.options()...), source.WithLogger(logger))
+		if err != nil {
+			return nil, nil, problemError{err}
+		}
+	case pf.bundle != "" && looksLikeReference(pf.bundle):
+		d, err := oci.ParseDigest(pf.bundle, pf.rf.options()...)
+		if err != nil {
+			return nil, nil, usageError{fmt.Errorf("--bundle: %w", err)}
+		}
+		nd, isRegistry := d.Name()
+		if !isRegistry {
+			// An OCI layout on disk: the digest is checked on the way in;
+			// layouts carry no signatures.
+			layer, err := oci.Pull(ctx, d, pf.rf.options()...)
+			if err != nil {
+				return nil, nil, problemError{err}
+			}
+			return nil, func() {}, swapBytes(ctx, eng, pf.bundle, layer, d.Hash().String())
+		}
+		keys, err := readKeys(pf.keys)
+		if err != nil {
+			return nil, nil, err
+		}
+		if src, err = source.NewDigest(nd, keys, pf.cacheDir, eng, source.WithRegistry(pf.rf.options()...), source.WithLogger(logger)); err != nil {
+			return nil, nil, problemError{err}
+		}
+	case pf.policyPath != "":
+		built, _, err := buildInProcess(ctx, cmd, []string{pf.policyPath})
+		if err != nil {
+			return nil, nil, err
+		}
+		var buf bytes.Buffer
+		if err := bundles.Write(&buf, built); err != nil {
+			return nil, nil, err
+		}
+		if err := eng.Swap(ctx, bundles.Digest(buf.Bytes()), built); err != nil {
+			return nil, nil, problemError{err}
+		}
+		return nil, func() {}, nil
+	default:
+		raw, err := os.ReadFile(pf.bundle)
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, func() {}, swapBytes(ctx, eng, pf.bundle, raw, bundles.Digest(raw))
+	}
+	swaps := func() admin.SwapStatus {
+		s := src.Status()
+		return admin.SwapStatus{LastError: s.LastError, LastErrorAt: s.LastErrorAt, LastSwap: s.LastSwap, Swaps: s.Swaps, Failures: s.Failures}
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	// The first load happens before the server starts, so that a good
+	// bundle decides the first call; a failed one leaves the proxy
+	// running, denying every call (fail closed), while Watch retries.
+	_ = src.Load(ctx)
+	wctx, stop := context.WithCancel(ctx)
+	go src.Watch(wctx, hup)
+	return swaps, func() { stop(); signal.Stop(hup) }, nil
+}
+
+// swapBytes reads a bundle and makes it active under digest.
+func swapBytes(ctx context.Context, eng *engine.Engine, name string, raw []byte, digest string) error {
+	b, err := bundles.ReadBytes(raw, bundles.Limits{})
+	if err != nil {
+		return problemError{fmt.Errorf("loading %s: %w", name, err)}
+	}
+	if err := eng.Swap(ctx, digest, b); err != nil {
+		return problemError{err}
+	}
+	return nil
+}
+
+// openCounters opens the counter store --state names. Counters are per
+// server: each server's proxy keeps them in its own subfolder of
+// --state-dir.
+func openCounters(cmd *cobra.Command, pf *proxyFlags, logger *slog.Logger) (proxy.Counters, func(), error) {
+	if pf.stateKind != "disk" {
+		return counters.New(), func() {}, nil
+	}
+	dir := filepath.Join(pf.stateDir, stateSubdir(pf.server))
+	disk, err := counters.OpenDisk(dir, counters.DiskOptions{})
+	switch {
+	case err != nil && errors.Is(err, counters.ErrLocked) && !cmd.Flags().Changed("state-dir"):
+		// Another proxy for the same server (a second MCP client) holds
+		// the default folder: this one counts in memory, like the proxies
+		// before durable counters.
+		logger.Warn("counter state in use by another proxy; counting in memory; pass --state-dir DIR to keep them", "dir", dir, "err", err)
+		return counters.New(), func() {}, nil
+	case err != nil:
+		return nil, nil, problemError{fmt.Errorf("opening the counter state (--state-dir; --state memory keeps none): %w", err)}
+	}
+	return disk, func() {
+		if err := disk.Close(); err != nil {
+			logger.Error("saving the counter state", "dir", dir, "err", err)
+		}
+	}, nil
 }

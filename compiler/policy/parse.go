@@ -218,7 +218,7 @@ func (p *parser) fields(m *yaml.Node, known []string, fn func(key string, k, v *
 		}
 		seen[k.Value] = true
 		if !contains(known, k.Value) {
-			if s := suggest(k.Value, known); s != "" {
+			if s := Suggest(k.Value, known); s != "" {
 				p.errorf(posOf(k), "unknown field %q (did you mean %q?)", k.Value, s)
 			} else {
 				p.errorf(posOf(k), "unknown field %q (known here: %s)", k.Value, strings.Join(known, ", "))
@@ -242,9 +242,9 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// suggest returns the known name closest to s, if it is close enough to be
+// Suggest returns the known name closest to s, if it is close enough to be
 // a likely typo.
-func suggest(s string, known []string) string {
+func Suggest(s string, known []string) string {
 	best, bestD := "", 1<<30
 	for _, k := range known {
 		if d := editDistance(strings.ToLower(s), k); d < bestD {
@@ -444,7 +444,7 @@ func (p *parser) rule(tool string, rn *yaml.Node) (Rule, bool) {
 	case r.Action == ActionEvaluate, r.Action == ActionDeny, r.Action == ActionRequireApproval:
 	default:
 		msg := fmt.Sprintf("%s: unknown action %q (want evaluate, deny or require_approval)", label, r.Action)
-		if s := suggest(r.Action, []string{ActionEvaluate, ActionDeny, ActionRequireApproval}); s != "" {
+		if s := Suggest(r.Action, []string{ActionEvaluate, ActionDeny, ActionRequireApproval}); s != "" {
 			msg = fmt.Sprintf("%s: unknown action %q (did you mean %q?)", label, r.Action, s)
 		}
 		p.errorf(posOf(actionNode), "%s", msg)
@@ -659,7 +659,7 @@ func (p *parser) conditions(field string, v *yaml.Node) []Condition {
 		} else if s, ok := p.str(opNode, "op"); ok {
 			c.Op = s
 			if !contains(Operators, s) {
-				if sg := suggest(s, Operators); sg != "" {
+				if sg := Suggest(s, Operators); sg != "" {
 					p.errorf(posOf(opNode), "%s: unknown operator %q (did you mean %q?)", field, s, sg)
 				} else {
 					p.errorf(posOf(opNode), "%s: unknown operator %q (known: %s)", field, s, strings.Join(Operators, ", "))

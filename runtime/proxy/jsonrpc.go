@@ -14,8 +14,10 @@ const (
 )
 
 // CodeDenied is the JSON-RPC error code of a denied tools/call when denials
-// are configured as errors ([Enforcer.DenyAsError]).
-const CodeDenied = -32003
+// are configured as errors ([Enforcer.DenyAsError]). It is outside the codes
+// JSON-RPC, MCP and the official SDKs use (the Go SDK reads -32003 and -32004
+// as "the connection is closing").
+const CodeDenied = -32030
 
 // kind is what a JSON-RPC message is.
 type kind uint8
