@@ -89,6 +89,36 @@ type Metadata struct {
 	// decision with each counter as an [id, amount] pair indexing
 	// Compact.Counters: a much smaller result for the runtime to read.
 	Compact *Compact `json:"compact,omitempty"`
+	// Approvers, by the rule id a require_approval decision names
+	// (Approval.Rule), lists who may decide that rule's approvals (the
+	// `approvers:` extension); a rule absent here may be decided by any
+	// approver. It lives beside the decision, not in it, so that decisions
+	// stay exactly those of policy.md §6.
+	Approvers map[string]Approvers `json:"approvers,omitempty"`
+}
+
+// Approvers are who may decide an approval: a person qualifies by subject or
+// by one of their groups.
+type Approvers struct {
+	Subjects []string `json:"subjects,omitempty"`
+	Groups   []string `json:"groups,omitempty"`
+}
+
+// Allows reports whether the person with this subject and groups may decide.
+func (a Approvers) Allows(subject string, groups []string) bool {
+	for _, s := range a.Subjects {
+		if s == subject {
+			return true
+		}
+	}
+	for _, g := range a.Groups {
+		for _, h := range groups {
+			if g == h {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Compact describes a bundle's compact entrypoint.

@@ -73,6 +73,7 @@ func Build(ctx context.Context, sources []policy.Source, opts Options) (*bundles
 		Data: regogen.Data(set),
 		Rego: rego,
 	}
+	b.Manifest.Metadata.Approvers = regogen.ApproversByRule(set)
 	for _, s := range sources {
 		b.Sources = append(b.Sources, bundles.File{Path: s.Path, Data: s.Data})
 		b.Manifest.Metadata.Sources = append(b.Manifest.Metadata.Sources, bundles.SourceDigest{Path: s.Path, SHA256: bundles.SHA256Hex(s.Data)})

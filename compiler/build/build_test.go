@@ -77,3 +77,37 @@ func Example() {
 	fmt.Println(b.Manifest.Metadata.Servers, len(b.Manifest.Metadata.Compact.Counters), "counters")
 	// Output: [github] 2 counters
 }
+
+// TestApproversInManifest: the approvers: extension lands in the manifest by
+// rule id, beside the decision, and rules without it are absent.
+func TestApproversInManifest(t *testing.T) {
+	src := []policy.Source{{Path: "payments/stripe.yaml", Data: []byte(`version: "1"
+tools:
+  create_refund:
+    rules:
+      - name: big
+        action: require_approval
+        when:
+          - {path: args.amount, op: gte, value: 100}
+        approvers:
+          subjects: [dana]
+          groups: [payments-leads]
+      - name: any approver
+        action: require_approval
+        when:
+          - {path: args.amount, op: gte, value: 50}
+`)}}
+	b, _, err := build.Build(context.Background(), src, build.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := b.Manifest.Metadata.Approvers
+	want := map[string]bundles.Approvers{"payments/stripe.yaml#create_refund/big": {Subjects: []string{"dana"}, Groups: []string{"payments-leads"}}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("approvers = %#v, want %#v", got, want)
+	}
+	a := got["payments/stripe.yaml#create_refund/big"]
+	if !a.Allows("dana", nil) || !a.Allows("lee", []string{"eng", "payments-leads"}) || a.Allows("lee", []string{"eng"}) {
+		t.Fatal("Approvers.Allows: wrong answer")
+	}
+}

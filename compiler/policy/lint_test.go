@@ -421,6 +421,34 @@ tools:
         action: require_approval
         approval_timeout: soon
 `), []want{{"p.yaml:7:27", `approval_timeout: "soon" is not a positive duration such as 30m`}}},
+	{"approvers without require_approval", ruleFile(`
+      - name: r
+        action: deny
+        approvers: {subjects: [alice]}
+`), []want{{"p.yaml:7:20", `tools.get_x: rule "r": approvers needs action: require_approval`}}},
+	{"approvers not a mapping", ruleFile(`
+      - name: r
+        action: require_approval
+        approvers: [alice]
+`), []want{{"p.yaml:7:20", `approvers: must be a mapping with subjects and/or groups, got a list`}}},
+	{"approvers bad entries", ruleFile(`
+      - name: r
+        action: require_approval
+        approvers:
+          subjects: [alice, alice, ""]
+          groups: leads
+          team: [x]
+`), []want{
+		{"p.yaml:8:29", `approvers.subjects: "alice" is listed twice`},
+		{"p.yaml:8:36", `approvers.subjects: empty name`},
+		{"p.yaml:9:19", `approvers.groups: must be a list of names, got a scalar`},
+		{"p.yaml:10:11", `unknown field "team"`},
+	}},
+	{"approvers empty", ruleFile(`
+      - name: r
+        action: require_approval
+        approvers: {subjects: []}
+`), []want{{"p.yaml:7:20", `approvers: name at least one subject or group`}}},
 	{"require_approval with conditions", ruleFile(`
       - name: r
         action: require_approval

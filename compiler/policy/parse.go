@@ -195,11 +195,12 @@ func show(n *yaml.Node) string {
 }
 
 var (
-	topFields   = []string{"version", "description", "default", "hide", "tools", "server", "mode"}
-	toolFields  = []string{"rules"}
-	ruleFields  = []string{"name", "action", "conditions", "on_deny", "rate_limit", "state", "when", "mode", "approval_timeout"}
-	condFields  = []string{"path", "op", "value"}
-	stateFields = []string{"counter", "window", "increment", "increment_from"}
+	topFields      = []string{"version", "description", "default", "hide", "tools", "server", "mode"}
+	toolFields     = []string{"rules"}
+	ruleFields     = []string{"name", "action", "conditions", "on_deny", "rate_limit", "state", "when", "mode", "approval_timeout", "approvers"}
+	approverFields = []string{"subjects", "groups"}
+	condFields     = []string{"path", "op", "value"}
+	stateFields    = []string{"counter", "window", "increment", "increment_from"}
 )
 
 // fields walks a mapping, reporting unknown and duplicate keys, and calls fn
@@ -392,7 +393,7 @@ func (p *parser) rules(tool string, v *yaml.Node) []Rule {
 
 func (p *parser) rule(tool string, rn *yaml.Node) (Rule, bool) {
 	r := Rule{Pos: posOf(rn)}
-	var rateNode, stateNode, actionNode, timeoutNode, condNode *yaml.Node
+	var rateNode, stateNode, actionNode, timeoutNode, condNode, approversNode *yaml.Node
 	var hasConditions, hasAction bool
 	p.fields(rn, ruleFields, func(key string, k, v *yaml.Node) {
 		switch key {
@@ -431,6 +432,8 @@ func (p *parser) rule(tool string, rn *yaml.Node) (Rule, bool) {
 			}
 		case "approval_timeout":
 			timeoutNode = v
+		case "approvers":
+			approversNode = v
 		}
 	})
 	label := fmt.Sprintf("tools.%s: rule %q", tool, r.Name)
@@ -464,6 +467,13 @@ func (p *parser) rule(tool string, rn *yaml.Node) (Rule, bool) {
 	}
 	if r.Action == ActionRequireApproval && r.ApprovalTimeout == 0 {
 		r.ApprovalTimeout = DefaultApprovalTimeout
+	}
+	if approversNode != nil {
+		if r.Action != ActionRequireApproval {
+			p.errorf(posOf(approversNode), "%s: approvers needs action: require_approval", label)
+		} else {
+			r.Approvers = p.approvers(label, approversNode)
+		}
 	}
 	if stateNode != nil {
 		r.State = p.state(label, stateNode)
@@ -520,6 +530,47 @@ func scopeOf(key string) string {
 		return GlobalScope
 	}
 	return key
+}
+
+// approvers reads a rule's `approvers:` (extension): who may decide its
+// approvals, as subjects and groups.
+func (p *parser) approvers(label string, v *yaml.Node) *Approvers {
+	if v.Kind != yaml.MappingNode {
+		p.errorf(posOf(v), "%s: approvers: must be a mapping with subjects and/or groups, got %s", label, kindName(v))
+		return nil
+	}
+	a := &Approvers{}
+	p.fields(v, approverFields, func(key string, k, lv *yaml.Node) {
+		if lv.Kind != yaml.SequenceNode {
+			p.errorf(posOf(lv), "%s: approvers.%s: must be a list of names, got %s", label, key, kindName(lv))
+			return
+		}
+		seen := map[string]bool{}
+		for _, e := range lv.Content {
+			s, ok := p.str(e, "approvers."+key+" entry")
+			switch {
+			case !ok:
+				continue
+			case strings.TrimSpace(s) == "":
+				p.errorf(posOf(e), "%s: approvers.%s: empty name", label, key)
+				continue
+			case seen[s]:
+				p.errorf(posOf(e), "%s: approvers.%s: %q is listed twice", label, key, s)
+				continue
+			}
+			seen[s] = true
+			if key == "subjects" {
+				a.Subjects = append(a.Subjects, s)
+			} else {
+				a.Groups = append(a.Groups, s)
+			}
+		}
+	})
+	if len(a.Subjects) == 0 && len(a.Groups) == 0 {
+		p.errorf(posOf(v), "%s: approvers: name at least one subject or group (or remove approvers: to let any approver decide)", label)
+		return nil
+	}
+	return a
 }
 
 func (p *parser) rateLimit(label string, v *yaml.Node) (*RateLimit, bool) {

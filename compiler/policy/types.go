@@ -98,6 +98,16 @@ type Rule struct {
 	Mode string
 	// ApprovalTimeout is set for require_approval rules.
 	ApprovalTimeout time.Duration
+	// Approvers (extension), on a require_approval rule, restricts who may
+	// decide its approvals; nil means any approver.
+	Approvers *Approvers
+}
+
+// Approvers are the people who may decide a rule's approvals: a decider
+// qualifies by subject or by one of their groups.
+type Approvers struct {
+	Subjects []string
+	Groups   []string
 }
 
 // Condition is one {path, op, value}.

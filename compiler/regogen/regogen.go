@@ -36,6 +36,26 @@ const (
 // RuleID names a rule in decisions: "FILE#KEY/NAME".
 func RuleID(f *policy.File, key, name string) string { return f.Path + "#" + key + "/" + name }
 
+// ApproversByRule returns the `approvers:` of every require_approval rule
+// that has them, by rule id; nil when none has.
+func ApproversByRule(set *policy.Set) map[string]bundles.Approvers {
+	var m map[string]bundles.Approvers
+	for _, f := range set.Files {
+		for _, t := range f.Tools {
+			for _, r := range t.Rules {
+				if r.Approvers == nil {
+					continue
+				}
+				if m == nil {
+					m = make(map[string]bundles.Approvers)
+				}
+				m[RuleID(f, t.Key, r.Name)] = bundles.Approvers{Subjects: r.Approvers.Subjects, Groups: r.Approvers.Groups}
+			}
+		}
+	}
+	return m
+}
+
 // DenyMessage is the message a stopping rule gives: its on_deny, else
 // `Denied by rule "NAME"`.
 func DenyMessage(r *policy.Rule) string {
