@@ -4,21 +4,37 @@
 //
 // The log is JSON lines, one [Record] a line, each carrying in "prev" the
 // sha256 (hex) of the previous line's bytes without its newline; the first
-// line's prev is 64 zeros. [Verify] walks the chain, so an edited, deleted or
-// reordered line breaks it at the line after the change. (An edit of the last
-// line, or a truncation at the end, leaves no later line to notice it; the
-// rotation issue anchors the head.)
+// line's prev is 64 zeros ([Genesis]). [Verify] walks the chain, so an
+// edited, deleted or reordered line breaks it at the line after the change.
+//
+// # Rotation
+//
+// With [WithMaxBytes], a log is a sequence of files: the active file at the
+// path given to [Open], and the files it was rotated to, named after it with
+// a six-digit sequence number: audit.log.000001 is the oldest,
+// audit.log.000002 the next, and so on (numbers past 999999 get more digits;
+// [Files] orders them by number, not by name). One chain runs through the
+// whole sequence: the first line of each file carries the hash of the last
+// line of the file before it, so deleting, truncating or reordering whole
+// files breaks the chain as surely as doing so to lines. [VerifyFiles]
+// checks a sequence and [Files] lists the one [Open] writes. Rotated files
+// are kept: audit logs are evidence, and removing or archiving them is left
+// to the operator (verify before removing; a log whose oldest files are gone
+// no longer starts at Genesis, and Verify says so).
+//
+// What the chain cannot show: an edit of the very last line, or lines cut
+// from the end of the newest file, leave no later line to notice them. The
+// hash of the last line, which [VerifyFiles] returns, anchors that end when
+// it is kept somewhere else.
 package audit
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"sync"
@@ -30,8 +46,11 @@ import (
 // Genesis is the prev of a log's first line.
 const Genesis = "0000000000000000000000000000000000000000000000000000000000000000"
 
-// Record is one decision. Arguments are never logged, only their digest
-// ([ArgsSHA256]).
+// ErrClosed is returned by [Log.Write] after [Log.Close].
+var ErrClosed = errors.New("writing audit log: the log is closed")
+
+// Record is one decision. The call's arguments are logged only as their
+// digest ([ArgsSHA256]) unless the caller also sets Arguments.
 type Record struct {
 	Time       time.Time
 	DecisionID string
@@ -45,76 +64,114 @@ type Record struct {
 	Rule       string
 	Message    string
 	ArgsSHA256 string
-	LatencyUS  int64
+	// Arguments, when not nil, is written as the line's "arguments" field:
+	// JSON is compacted onto the line (values and key order as sent), bytes
+	// that are not JSON are written as a JSON string, and empty bytes as
+	// null. Nil (the default) leaves the field out.
+	Arguments json.RawMessage
+	LatencyUS int64
 }
 
 // line is a record as written; the field order is the line's byte order.
+// "arguments" appears only when the record carried them; "prev" is last.
 type line struct {
-	Time       string `json:"time"`
-	DecisionID string `json:"decision_id"`
-	Bundle     string `json:"bundle"`
-	Subject    string `json:"subject"`
-	Server     string `json:"server"`
-	Tool       string `json:"tool"`
-	Decision   string `json:"decision"`
-	Rule       string `json:"rule"`
-	Message    string `json:"message"`
-	ArgsSHA256 string `json:"args_sha256"`
-	LatencyUS  int64  `json:"latency_us"`
-	Prev       string `json:"prev"`
+	Time       string          `json:"time"`
+	DecisionID string          `json:"decision_id"`
+	Bundle     string          `json:"bundle"`
+	Subject    string          `json:"subject"`
+	Server     string          `json:"server"`
+	Tool       string          `json:"tool"`
+	Decision   string          `json:"decision"`
+	Rule       string          `json:"rule"`
+	Message    string          `json:"message"`
+	ArgsSHA256 string          `json:"args_sha256"`
+	Arguments  json.RawMessage `json:"arguments,omitempty"`
+	LatencyUS  int64           `json:"latency_us"`
+	Prev       string          `json:"prev"`
 }
 
-// Log appends records to a file. It is safe for concurrent use; the owner
-// must call Close.
+// Option configures [Open].
+type Option func(*Log)
+
+// WithMaxBytes rotates the log by size: when a record would take the active
+// file past n bytes, the file is fsynced and renamed to the next numbered
+// sibling (see the package doc) and the record starts a new active file.
+// No file grows past n bytes, except one holding a single record longer
+// than n, which gets a file of its own. Default 0: never rotate.
+func WithMaxBytes(n int64) Option { return func(l *Log) { l.maxBytes = n } }
+
+// Log appends records to a file, rotating it when [WithMaxBytes] says so.
+// It is safe for concurrent use; the owner must call Close. One process
+// writes a log: two Logs on the same path would fork its chain.
 type Log struct {
-	mu   sync.Mutex // guards f, prev, buf
-	f    *os.File
-	prev string
-	buf  []byte
+	path     string
+	maxBytes int64
+
+	mu     sync.Mutex // guards f, size, prev, seq, buf, closed
+	f      *os.File   // the active file; nil after a failed rotation, until the next Write reopens it
+	size   int64      // bytes in f
+	prev   string     // hash of the last line written, in whichever file
+	seq    int        // number the active file gets when it is rotated
+	buf    []byte
+	closed bool
 }
 
 // Open opens (creating it if needed) the log at path for appending and
-// continues its chain from its last line. It does not verify the existing
-// lines; run [Verify] for that.
-func Open(path string) (*Log, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+// continues its chain: from the active file's last line or, when the active
+// file is empty or missing, from the last line of its newest rotated
+// sibling. It reads only those last lines and does not verify the chain;
+// run [VerifyFiles] for that. The caller must Close the log.
+func Open(path string, opts ...Option) (*Log, error) {
+	l := &Log{path: path}
+	for _, opt := range opts {
+		opt(l)
+	}
+	if l.maxBytes < 0 {
+		return nil, fmt.Errorf("opening audit log %s: the rotation size is %d bytes; give a positive size, or 0 to never rotate", path, l.maxBytes)
+	}
+	rotated, err := siblings(path)
 	if err != nil {
 		return nil, fmt.Errorf("opening audit log %s: %w", path, err)
 	}
-	prev, err := lastHash(f)
-	if err != nil {
-		f.Close()
+	l.seq = 1
+	if len(rotated) > 0 {
+		l.seq = rotated[len(rotated)-1].seq + 1
+	}
+	if err := l.openActive(); err != nil {
 		return nil, fmt.Errorf("opening audit log %s: %w", path, err)
 	}
-	return &Log{f: f, prev: prev}, nil
+	last, err := lastLine(l.f, l.size)
+	if err == nil && last == nil && len(rotated) > 0 {
+		from := rotated[len(rotated)-1].path
+		last, err = lastLineOf(from)
+		if err != nil {
+			err = fmt.Errorf("continuing the chain from %s: %w", from, err)
+		}
+	}
+	if err != nil {
+		l.f.Close()
+		return nil, fmt.Errorf("opening audit log %s: %w", path, err)
+	}
+	l.prev = Genesis
+	if last != nil {
+		l.prev = hashHex(last)
+	}
+	return l, nil
 }
 
-// lastHash returns the hash of the file's last line, or Genesis for an
-// empty file.
-func lastHash(f *os.File) (string, error) {
-	prev := Genesis
-	r := bufio.NewReaderSize(f, 64<<10)
-	var last []byte
-	for {
-		l, err := r.ReadBytes('\n')
-		if len(l) > 0 {
-			if l[len(l)-1] != '\n' {
-				return "", errors.New("the last line is incomplete (a write was cut short); move the file aside and start a new log")
-			}
-			last = l[:len(l)-1]
-			prev = ""
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return "", err
-		}
+// openActive opens the active file for appending and reads its size.
+func (l *Log) openActive() error {
+	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
 	}
-	if prev == "" {
-		prev = hashHex(last)
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
 	}
-	return prev, nil
+	l.f, l.size = f, fi.Size()
+	return nil
 }
 
 func hashHex(b []byte) string {
@@ -122,24 +179,75 @@ func hashHex(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-// Write appends r as one line and returns once the line is written to the
-// file (not fsynced). An error means the record is not in the log: the
-// caller must not forward the call.
+// Write appends r as one line, first rotating the active file if the line
+// would take it past the rotation size, and returns once the line is written
+// to the file (not fsynced). An error means the record is not in the log:
+// the caller must not forward the call.
 func (l *Log) Write(r *Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f == nil {
-		return errors.New("writing audit log: the log is closed")
+	if l.closed {
+		return ErrClosed
 	}
 	b := appendLine(l.buf[:0], r, l.prev)
 	next := hashHex(b)
 	b = append(b, '\n')
-	l.buf = b
-	if _, err := l.f.Write(b); err != nil {
-		return fmt.Errorf("writing audit log %s: %w", l.f.Name(), err)
+	if cap(b) <= 64<<10 { // keep a small buffer for the next line, not a huge one
+		l.buf = b
 	}
+	if l.f == nil {
+		if err := l.openActive(); err != nil {
+			return fmt.Errorf("writing audit log %s: %w", l.path, err)
+		}
+	}
+	if l.maxBytes > 0 && l.size > 0 && l.size+int64(len(b)) > l.maxBytes {
+		if err := l.rotate(); err != nil {
+			return fmt.Errorf("writing audit log %s: rotating it: %w", l.path, err)
+		}
+		if err := l.openActive(); err != nil {
+			return fmt.Errorf("writing audit log %s: %w", l.path, err)
+		}
+	}
+	n, err := l.f.Write(b)
+	if err != nil {
+		if n > 0 {
+			// Take the partial line back out, so the next line does not
+			// follow a broken one; if that fails too, Verify will say where.
+			l.f.Truncate(l.size)
+		}
+		return fmt.Errorf("writing audit log %s: %w", l.path, err)
+	}
+	l.size += int64(n)
 	l.prev = next
 	return nil
+}
+
+// rotate fsyncs and closes the active file and renames it to the next
+// numbered sibling. It leaves l.f nil unless it fails before closing the
+// file, so whatever happens, the next write starts from a file it opens.
+func (l *Log) rotate() error {
+	if err := l.f.Sync(); err != nil {
+		return err
+	}
+	err := l.f.Close()
+	l.f = nil
+	if err != nil {
+		return err
+	}
+	to := siblingPath(l.path, l.seq)
+	for {
+		// Never overwrite: a file with that name is someone else's.
+		if _, err := os.Lstat(to); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		l.seq++
+		to = siblingPath(l.path, l.seq)
+	}
+	if err := os.Rename(l.path, to); err != nil {
+		return err
+	}
+	l.seq++
+	return syncDir(l.path)
 }
 
 // appendLine appends r's line (without newline) to dst.
@@ -156,6 +264,10 @@ func appendLine(dst []byte, r *Record, prev string) []byte {
 		dst = append(dst, '"', ':')
 		dst = bundles.AppendString(dst, f.v)
 	}
+	if r.Arguments != nil {
+		dst = append(dst, `,"arguments":`...)
+		dst = appendArguments(dst, r.Arguments)
+	}
 	dst = append(dst, `,"latency_us":`...)
 	dst = strconv.AppendInt(dst, r.LatencyUS, 10)
 	dst = append(dst, `,"prev":"`...)
@@ -163,16 +275,39 @@ func appendLine(dst []byte, r *Record, prev string) []byte {
 	return append(dst, '"', '}')
 }
 
-// Close closes the file. Later writes fail. Close is idempotent.
+// appendArguments appends raw as one line of JSON: compacted when it is
+// JSON (a valid JSON value holds no raw newline once its whitespace is
+// gone), as a string when it is not, null when it is empty.
+func appendArguments(dst []byte, raw json.RawMessage) []byte {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return append(dst, "null"...)
+	}
+	n := len(dst)
+	buf := bytes.NewBuffer(dst)
+	if err := json.Compact(buf, raw); err == nil {
+		return buf.Bytes()
+	}
+	return bundles.AppendString(buf.Bytes()[:n], string(raw))
+}
+
+// Close fsyncs and closes the active file. Later writes fail with
+// [ErrClosed]. Close is idempotent.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
 	if l.f == nil {
 		return nil
 	}
-	err := l.f.Close()
+	err := errors.Join(l.f.Sync(), l.f.Close())
 	l.f = nil
-	return err
+	if err != nil {
+		return fmt.Errorf("closing audit log %s: %w", l.path, err)
+	}
+	return nil
 }
 
 // ArgsSHA256 returns the sha256 (hex) of the canonical form of a call's
@@ -197,57 +332,4 @@ func ArgsSHA256(raw json.RawMessage) string {
 		return hashHex(raw)
 	}
 	return hashHex(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
-}
-
-// ChainError says where a log's chain breaks.
-type ChainError struct {
-	// Line is the first broken line, counted from 1.
-	Line int
-	// Reason says what is wrong with it.
-	Reason string
-}
-
-func (e *ChainError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Reason) }
-
-// Verify reads a log and checks its chain. It returns the number of lines
-// read and, when the chain breaks, a *[ChainError] naming the first broken
-// line: one that is not a JSON object with a 64-hex prev, or whose prev is not
-// the hash of the line before (that line was edited, or lines were deleted
-// or reordered there).
-func Verify(r io.Reader) (lines int, err error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	prev := Genesis
-	for {
-		l, rerr := br.ReadBytes('\n')
-		if len(l) > 0 {
-			lines++
-			if l[len(l)-1] != '\n' {
-				return lines, &ChainError{lines, "incomplete last line (no newline)"}
-			}
-			l = l[:len(l)-1]
-			var rec struct {
-				Prev *string `json:"prev"`
-			}
-			if err := json.Unmarshal(l, &rec); err != nil {
-				return lines, &ChainError{lines, "not a JSON object: " + err.Error()}
-			}
-			if rec.Prev == nil || len(*rec.Prev) != 64 {
-				return lines, &ChainError{lines, "no 64-hex prev field"}
-			}
-			if *rec.Prev != prev {
-				what := "the previous line"
-				if lines == 1 {
-					what = "the start of the log (64 zeros)"
-				}
-				return lines, &ChainError{lines, "prev does not match " + what + ": a line before it was edited, deleted or moved"}
-			}
-			prev = hashHex(l)
-		}
-		if rerr == io.EOF {
-			return lines, nil
-		}
-		if rerr != nil {
-			return lines, rerr
-		}
-	}
 }

@@ -3,8 +3,11 @@ package proxy
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/toolgate/toolgate/bundles"
@@ -41,12 +44,23 @@ var (
 // record and hands back a Verdict whose Done commits or rolls back. It is
 // safe for concurrent use.
 type Policy struct {
-	eval     Evaluator
-	counters Counters
-	audit    AuditLog
-	now      func() time.Time
-	log      *slog.Logger
+	eval          Evaluator
+	counters      Counters
+	audit         AuditLog
+	auditFailOpen bool
+	auditArgs     bool
+	now           func() time.Time
+	log           *slog.Logger
+
+	auditErrors atomic.Uint64 // audit writes that failed, ever
+
+	auditLogMu      sync.Mutex // guards auditLogged, auditSuppressed
+	auditLogged     time.Time  // when an audit error was last logged
+	auditSuppressed uint64     // audit errors not logged since then
 }
+
+// auditErrorLogEvery is how often, at most, a failing audit log is logged.
+const auditErrorLogEvery = 10 * time.Second
 
 // PolicyOption configures [NewPolicy].
 type PolicyOption func(*Policy)
@@ -56,14 +70,32 @@ type PolicyOption func(*Policy)
 func WithCounters(c Counters) PolicyOption { return func(p *Policy) { p.counters = c } }
 
 // WithAudit sets the audit log every decision is written to before its call
-// is forwarded; a write error denies the call. Default none.
+// is forwarded; a write error denies the call unless [WithAuditFailOpen]
+// says otherwise. Default none.
 func WithAudit(a AuditLog) PolicyOption { return func(p *Policy) { p.audit = a } }
+
+// WithAuditFailOpen chooses what a failed audit write does to its call.
+// Default false (fail closed): the call is denied, and the model is told the
+// audit log could not be written. True (fail open): the call goes on as
+// decided without its record. Either way the failure is counted
+// ([Policy.AuditErrors]) and logged at most once every 10 seconds, with the
+// number of failures not logged since the last time.
+func WithAuditFailOpen(failOpen bool) PolicyOption {
+	return func(p *Policy) { p.auditFailOpen = failOpen }
+}
+
+// WithAuditArguments chooses whether audit records carry the call's
+// arguments as sent (the record's "arguments" field) beside their sha256.
+// Default false: only the sha256 is logged, since arguments may hold
+// secrets and personal data.
+func WithAuditArguments(on bool) PolicyOption { return func(p *Policy) { p.auditArgs = on } }
 
 // WithClock sets the clock for counter windows and audit times; default
 // time.Now.
 func WithClock(now func() time.Time) PolicyOption { return func(p *Policy) { p.now = now } }
 
-// WithLogger sets where shadow outcomes are logged; default slog.Default().
+// WithLogger sets where shadow outcomes and audit write failures are
+// logged; default slog.Default().
 func WithLogger(l *slog.Logger) PolicyOption { return func(p *Policy) { p.log = l } }
 
 // NewPolicy returns a Policy deciding with ev.
@@ -131,13 +163,21 @@ func (p *Policy) Decide(ctx context.Context, in *bundles.Input) Verdict {
 			Server: in.Server, Tool: in.Tool, Decision: string(outcome), Rule: v.Rule, Message: v.Message,
 			ArgsSHA256: audit.ArgsSHA256(in.Arguments), LatencyUS: p.now().Sub(start).Microseconds(),
 		}
-		if err := p.audit.Write(&rec); err != nil {
-			p.log.Error("audit log write failed; call denied", "decision_id", v.DecisionID, "err", err)
-			if release != nil {
-				release()
+		if p.auditArgs {
+			rec.Arguments = in.Arguments
+			if rec.Arguments == nil {
+				rec.Arguments = json.RawMessage("null") // logged as absent, not left out
 			}
-			return Verdict{DecisionID: v.DecisionID, Bundle: v.Bundle, Rule: v.Rule,
-				Message: "toolgate denied this call because it could not write its audit log; tell the operator."}
+		}
+		if err := p.audit.Write(&rec); err != nil {
+			p.auditFailed(v.DecisionID, err)
+			if !p.auditFailOpen {
+				if release != nil {
+					release()
+				}
+				return Verdict{DecisionID: v.DecisionID, Bundle: v.Bundle, Rule: v.Rule,
+					Message: "toolgate denied this call because it could not write its audit log; tell the operator."}
+			}
 		}
 	}
 	if v.Allow && release != nil {
@@ -149,6 +189,31 @@ func (p *Policy) Decide(ctx context.Context, in *bundles.Input) Verdict {
 	}
 	return v
 }
+
+// auditFailed counts a failed audit write and logs it, at most once every
+// auditErrorLogEvery.
+func (p *Policy) auditFailed(decisionID string, err error) {
+	p.auditErrors.Add(1)
+	now := p.now()
+	p.auditLogMu.Lock()
+	if !p.auditLogged.IsZero() && now.Sub(p.auditLogged) < auditErrorLogEvery {
+		p.auditSuppressed++
+		p.auditLogMu.Unlock()
+		return
+	}
+	suppressed := p.auditSuppressed
+	p.auditLogged, p.auditSuppressed = now, 0
+	p.auditLogMu.Unlock()
+	msg := "audit log write failed; call denied"
+	if p.auditFailOpen {
+		msg = "audit log write failed; the decision stands without its record (fail open)"
+	}
+	p.log.Error(msg, "decision_id", decisionID, "err", err, "failures_not_logged", suppressed, "failures_total", p.auditErrors.Load())
+}
+
+// AuditErrors returns how many audit writes have failed since the Policy
+// was made, whether their calls were then denied or forwarded.
+func (p *Policy) AuditErrors() uint64 { return p.auditErrors.Load() }
 
 // Hidden reports whether the decision for in (a listed tool, empty
 // arguments) comes from a hide rule (the [Stdio] Hidden hook). When the

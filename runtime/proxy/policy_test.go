@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -138,5 +142,112 @@ func TestPolicyHidden(t *testing.T) {
 		if got := p.Hidden(context.Background(), &bundles.Input{Tool: "x"}); got != tt.want {
 			t.Errorf("%+v, %v: got %v, want %v", tt.d, tt.err, got, tt.want)
 		}
+	}
+}
+
+func TestPolicyAuditFailOpen(t *testing.T) {
+	rate := bundles.Reservation{Key: "k", Amount: 1, Limit: limit(3), Window: "day", Rule: "r", Message: "m"}
+	tests := []struct {
+		name      string
+		failOpen  bool
+		d         bundles.Decision
+		wantAllow bool
+		msg       string
+	}{
+		{"closed allow", false, bundles.Decision{Decision: bundles.Allow, Counters: []bundles.Reservation{rate}}, false, "could not write its audit log"},
+		{"closed deny", false, bundles.Decision{Decision: bundles.Deny, Rule: "p#t/r", Message: "no"}, false, "could not write its audit log"},
+		{"open allow", true, bundles.Decision{Decision: bundles.Allow, Counters: []bundles.Reservation{rate}}, true, ""},
+		{"open deny", true, bundles.Decision{Decision: bundles.Deny, Rule: "p#t/r", Message: "no"}, false, "no"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs strings.Builder
+			now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+			store := counters.New()
+			alog := &recordLog{err: errors.New("disk full")}
+			p := NewPolicy(&fakeEval{d: tt.d}, WithCounters(store), WithAudit(alog), WithAuditFailOpen(tt.failOpen),
+				WithClock(func() time.Time { return now }), WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))))
+			decide := func() Verdict { return p.Decide(context.Background(), &bundles.Input{Tool: "t"}) }
+			for i := range 3 { // three failures in one second: one log line
+				v := decide()
+				if v.Allow != tt.wantAllow || !strings.Contains(v.Message, tt.msg) {
+					t.Fatalf("call %d: got %+v, want allow %v, message containing %q", i, v, tt.wantAllow, tt.msg)
+				}
+				if v.Allow && v.Done == nil {
+					t.Fatal("an allowed call without Done: its counters cannot be rolled back")
+				}
+			}
+			if got := p.AuditErrors(); got != 3 {
+				t.Errorf("AuditErrors: got %d, want 3", got)
+			}
+			// Fail open keeps the reservations of the calls it let through;
+			// fail closed releases them.
+			wantCount := int64(0)
+			if tt.failOpen && tt.d.Decision == bundles.Allow {
+				wantCount = 3
+			}
+			if got := store.State(nil, []bundles.Reservation{rate}, now); len(got) != 1 || got[0].Value != wantCount {
+				t.Errorf("counter: got %v, want %d", got, wantCount)
+			}
+			if n := strings.Count(logs.String(), "\n"); n != 1 {
+				t.Fatalf("got %d log lines for 3 failures within the rate limit, want 1:\n%s", n, logs.String())
+			}
+			now = now.Add(auditErrorLogEvery)
+			decide()
+			lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+			if len(lines) != 2 || !strings.Contains(lines[1], `"failures_not_logged":2`) || !strings.Contains(lines[1], `"failures_total":4`) ||
+				!strings.Contains(lines[1], "disk full") {
+				t.Fatalf("after the rate limit: got logs\n%s\nwant a second line counting the 2 failures not logged", logs.String())
+			}
+			if want := map[bool]string{false: "call denied", true: "fail open"}[tt.failOpen]; !strings.Contains(lines[0], want) {
+				t.Errorf("log %s does not say %q", lines[0], want)
+			}
+		})
+	}
+}
+
+func TestPolicyAuditArguments(t *testing.T) {
+	args := json.RawMessage(`{"path": "/etc/hosts", "n": 1}`)
+	for _, tt := range []struct {
+		on   bool
+		args json.RawMessage
+		want json.RawMessage
+	}{
+		{false, args, nil},
+		{true, args, args},
+		{true, nil, json.RawMessage("null")},
+	} {
+		alog := &recordLog{}
+		p := NewPolicy(&fakeEval{d: bundles.Decision{Decision: bundles.Allow}}, WithAudit(alog), WithAuditArguments(tt.on), WithLogger(quiet))
+		p.Decide(context.Background(), &bundles.Input{Tool: "t", Arguments: tt.args})
+		if len(alog.recs) != 1 || !bytes.Equal(alog.recs[0].Arguments, tt.want) || alog.recs[0].ArgsSHA256 != audit.ArgsSHA256(tt.args) {
+			t.Errorf("arguments on %v, %s: got %+v, want arguments %s and their sha256", tt.on, tt.args, alog.recs, tt.want)
+		}
+	}
+
+	// Through a real log: the arguments are on the line, and the chain
+	// verifies.
+	path := filepath.Join(t.TempDir(), "audit.log")
+	alog, err := audit.Open(path, audit.WithMaxBytes(1500))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPolicy(&fakeEval{d: bundles.Decision{Decision: bundles.Allow}}, WithAudit(alog), WithAuditArguments(true), WithLogger(quiet))
+	for range 10 {
+		if v := p.Decide(context.Background(), &bundles.Input{Tool: "t", Arguments: json.RawMessage("{\n\"q\": \"a\\nb\"\n}")}); !v.Allow {
+			t.Fatalf("got %+v", v)
+		}
+	}
+	alog.Close()
+	files, err := audit.Files(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := audit.VerifyFiles(files); n != 10 || err != nil || len(files) < 2 {
+		t.Fatalf("VerifyFiles(%v): %d lines, %v; want 10 lines over several files", files, n, err)
+	}
+	data, _ := os.ReadFile(path)
+	if !strings.Contains(string(data), `"arguments":{"q":"a\nb"}`) {
+		t.Fatalf("arguments not on the line: %s", data)
 	}
 }
