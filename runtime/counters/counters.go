@@ -3,9 +3,10 @@
 // (policy.md §3 "Counters", §6 "counters"). The host, never the policy, owns
 // this state and the clock.
 //
-// This is the in-memory store: counters live as long as the process. The
-// durable stores (embedded on disk, Redis) come later behind the same
-// methods.
+// Three stores share the same methods: [Store] in memory (counters live as
+// long as the process), [Disk] embedded on disk (the proxy's default:
+// counters survive restarts), and [Redis] (several proxy replicas share
+// limits).
 package counters
 
 import (
