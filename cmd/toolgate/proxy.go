@@ -3,15 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -70,9 +73,14 @@ type proxyFlags struct {
 	keys                                  []string
 	server, identity, groups              string
 	auditPath                             string
+	auditMaxSize                          byteSize
+	auditFailOpen, auditArguments         bool
 	adminAddr                             string
 	adminRemote                           bool
 	stateKind, stateDir                   string
+	redisURL                              string
+	redisTimeout                          time.Duration
+	redisFailOpen                         bool
 	denyAsError                           bool
 	upstreamTimeout                       time.Duration
 	rf                                    registryFlags
@@ -113,7 +121,13 @@ func proxyCmd() *cobra.Command {
 	f.StringVar(&pf.identity, "identity", "", "subject of the caller (identity.subject)")
 	f.StringVar(&pf.groups, "groups", "", "comma-separated groups of the caller (identity.groups)")
 	f.StringVar(&pf.auditPath, "audit-log", "", "append a hash-chained JSON line per decision to this file")
-	f.StringVar(&pf.stateKind, "state", "disk", "where counters live: disk (kept in --state-dir across restarts) or memory (lost on exit)")
+	f.Var(&pf.auditMaxSize, "audit-max-size", "rotate the audit log when it would grow past this size, e.g. 100MiB, keeping the chain across files (0: never)")
+	f.BoolVar(&pf.auditFailOpen, "audit-fail-open", false, "let calls through when the audit log cannot be written (default: deny them)")
+	f.BoolVar(&pf.auditArguments, "audit-arguments", false, "write each call's argument values into the audit log (default: only their sha256)")
+	f.StringVar(&pf.stateKind, "state", "disk", "where counters live: disk (kept in --state-dir across restarts), memory (lost on exit), or redis (shared, --redis); --redis alone implies redis")
+	f.StringVar(&pf.redisURL, "redis", "", "Redis URL for state shared by several proxies: redis://[USER@]HOST:PORT[/DB] or rediss:// for TLS; the password from TOOLGATE_REDIS_PASSWORD")
+	f.DurationVar(&pf.redisTimeout, "redis-timeout", counters.DefaultRedisTimeout, "timeout of each Redis operation")
+	f.BoolVar(&pf.redisFailOpen, "redis-fail-open", false, "let calls through, uncounted, while Redis is unreachable (default: deny them)")
 	f.StringVar(&pf.stateDir, "state-dir", defaultStateDir(), "folder where --state disk keeps counters, in a subfolder per --server")
 	f.BoolVar(&pf.denyAsError, "deny-as-error", false, "answer denied calls with a JSON-RPC error instead of an isError result the model can read")
 	f.DurationVar(&pf.upstreamTimeout, "upstream-timeout", 0, "answer a call the server has not answered within this long with an error (0: wait)")
@@ -161,8 +175,17 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 	if pf.server == "" {
 		return usageError{errors.New("proxy needs --server NAME (the server name the policies govern)")}
 	}
-	if pf.stateKind != "memory" && pf.stateKind != "disk" {
-		return usageError{fmt.Errorf("--state must be memory or disk, not %q", pf.stateKind)}
+	if pf.redisURL != "" && !cmd.Flags().Changed("state") {
+		pf.stateKind = "redis"
+	}
+	switch pf.stateKind {
+	case "memory", "disk":
+	case "redis":
+		if pf.redisURL == "" {
+			return usageError{errors.New("--state redis needs --redis URL")}
+		}
+	default:
+		return usageError{fmt.Errorf("--state must be memory, disk or redis, not %q", pf.stateKind)}
 	}
 	if pf.upstreamTimeout < 0 {
 		return usageError{fmt.Errorf("--upstream-timeout must not be negative")}
@@ -207,14 +230,15 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 	defer closeCounters()
 	opts := []proxy.PolicyOption{proxy.WithCounters(ctrs), proxy.WithLogger(logger)}
 	if pf.auditPath != "" {
-		alog, err := audit.Open(pf.auditPath)
+		alog, err := audit.Open(pf.auditPath, audit.WithMaxBytes(int64(pf.auditMaxSize)))
 		if err != nil {
 			return problemError{err}
 		}
 		defer alog.Close()
-		opts = append(opts, proxy.WithAudit(alog))
+		opts = append(opts, proxy.WithAudit(alog), proxy.WithAuditFailOpen(pf.auditFailOpen), proxy.WithAuditArguments(pf.auditArguments))
 	}
 	pol := proxy.NewPolicy(admin.Instrument(eng, metrics), opts...)
+	metrics.CountAuditErrors(pol.AuditErrors)
 
 	up := exec.Command(command[0], command[1:]...)
 	up.Stderr = os.Stderr
@@ -353,8 +377,21 @@ func swapBytes(ctx context.Context, eng *engine.Engine, name string, raw []byte,
 // server: each server's proxy keeps them in its own subfolder of
 // --state-dir.
 func openCounters(cmd *cobra.Command, pf *proxyFlags, logger *slog.Logger) (proxy.Counters, func(), error) {
-	if pf.stateKind != "disk" {
+	switch pf.stateKind {
+	case "memory":
 		return counters.New(), func() {}, nil
+	case "redis":
+		opts, err := redisOptions(pf.redisURL)
+		if err != nil {
+			return nil, nil, usageError{fmt.Errorf("--redis: %w", err)}
+		}
+		opts.KeyPrefix = counters.DefaultRedisKeyPrefix + url.PathEscape(pf.server) + ":"
+		opts.Timeout, opts.FailOpen, opts.Logger = pf.redisTimeout, pf.redisFailOpen, logger
+		r, err := counters.OpenRedis(opts)
+		if err != nil {
+			return nil, nil, usageError{err}
+		}
+		return r, func() { r.Close() }, nil
 	}
 	dir := filepath.Join(pf.stateDir, stateSubdir(pf.server))
 	disk, err := counters.OpenDisk(dir, counters.DiskOptions{})
@@ -373,4 +410,45 @@ func openCounters(cmd *cobra.Command, pf *proxyFlags, logger *slog.Logger) (prox
 			logger.Error("saving the counter state", "dir", dir, "err", err)
 		}
 	}, nil
+}
+
+// redisOptions reads a Redis URL: redis:// or rediss:// (TLS), an optional
+// user name, host:port and an optional database number. A password in the
+// URL is refused (it would show in process listings and shell history):
+// it comes from TOOLGATE_REDIS_PASSWORD.
+func redisOptions(raw string) (counters.RedisOptions, error) {
+	var o counters.RedisOptions
+	u, err := url.Parse(raw)
+	if err != nil {
+		return o, errors.New("not a URL such as redis://127.0.0.1:6379/0")
+	}
+	switch u.Scheme {
+	case "redis":
+	case "rediss":
+		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	default:
+		return o, fmt.Errorf("scheme %q: want redis:// or rediss://", u.Scheme)
+	}
+	if u.Host == "" {
+		return o, errors.New("no host; want redis://HOST:PORT")
+	}
+	o.Addr = u.Host
+	if u.Port() == "" {
+		o.Addr = net.JoinHostPort(u.Hostname(), "6379")
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			return o, errors.New("do not put the password in the URL; set TOOLGATE_REDIS_PASSWORD")
+		}
+		o.Username = u.User.Username()
+	}
+	if db := strings.Trim(u.Path, "/"); db != "" {
+		n, err := strconv.Atoi(db)
+		if err != nil || n < 0 {
+			return o, fmt.Errorf("database %q: want a number", db)
+		}
+		o.DB = n
+	}
+	o.Password = os.Getenv("TOOLGATE_REDIS_PASSWORD")
+	return o, nil
 }

@@ -79,6 +79,10 @@ func TestHandler(t *testing.T) {
 		ev.Eval(context.Background(), &bundles.Input{Tool: tool})
 	}
 	m.UpstreamError()
+	if _, body := get(t, h, "/metrics"); !strings.Contains(body, "toolgate_audit_errors_total 0\n") {
+		t.Errorf("/metrics before CountAuditErrors lacks toolgate_audit_errors_total 0")
+	}
+	m.CountAuditErrors(func() uint64 { return 3 })
 	_, body = get(t, h, "/metrics")
 	for _, line := range []string{
 		`toolgate_decisions_total{outcome="allow"} 2`,
@@ -91,6 +95,7 @@ func TestHandler(t *testing.T) {
 		`toolgate_bundle_swaps_total 1`,
 		`toolgate_bundle_swap_failures_total 2`,
 		`toolgate_upstream_errors_total 1`,
+		`toolgate_audit_errors_total 3`,
 		`# TYPE toolgate_decision_duration_seconds histogram`,
 	} {
 		if !strings.Contains(body, line+"\n") {

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,10 @@ type Metrics struct {
 	decisions *prometheus.CounterVec
 	latency   prometheus.Histogram
 	upstream  prometheus.Counter
+	// auditErrors reads the audit write failures so far; set by
+	// [Metrics.CountAuditErrors], nil reads as 0.
+	auditErrors atomic.Pointer[func() uint64]
+	auditFunc   prometheus.CounterFunc
 }
 
 // NewMetrics returns empty metrics.
@@ -51,11 +56,24 @@ func NewMetrics() *Metrics {
 			Help: "Failures of the upstream MCP server.",
 		}),
 	}
+	m.auditFunc = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "toolgate_audit_errors_total",
+		Help: "Audit log writes that failed (each call denied, unless the audit log is configured to fail open).",
+	}, func() float64 {
+		if f := m.auditErrors.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
 	for _, o := range outcomes {
 		m.decisions.WithLabelValues(o) // every outcome shows, at 0
 	}
 	return m
 }
+
+// CountAuditErrors exports f, the number of failed audit writes so far, as
+// toolgate_audit_errors_total. It may be called after [Handler].
+func (m *Metrics) CountAuditErrors(f func() uint64) { m.auditErrors.Store(&f) }
 
 // Decided counts one decision with its outcome (one of the Outcome
 // constants; anything else counts as OutcomeError) and how long it took.
@@ -107,7 +125,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 // registry gathers m and the status collector for one Handler.
 func (m *Metrics) registry(status func() Status) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.decisions, m.latency, m.upstream, newStatusCollector(status))
+	reg.MustRegister(m.decisions, m.latency, m.upstream, m.auditFunc, newStatusCollector(status))
 	return reg
 }
 

@@ -1,7 +1,6 @@
 package counters_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -17,12 +16,10 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,136 +28,15 @@ import (
 	"github.com/toolgate/toolgate/bundles"
 	"github.com/toolgate/toolgate/runtime/counters"
 	"github.com/toolgate/toolgate/runtime/proxy"
+	"github.com/toolgate/toolgate/test/redistest"
 )
 
 var _ proxy.Counters = (*counters.Redis)(nil)
 
-// redisServer is a redis-server of the test's own, on a free loopback port,
-// with no persistence, stopped at cleanup.
-type redisServer struct {
-	tb   testing.TB
-	bin  string
-	dir  string
-	port int
-	args []string    // more flags; later flags win
-	tls  *tls.Config // set when the port speaks TLS only
-
-	mu   sync.Mutex // guards cmd, done
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
-}
-
-// startRedis starts a redis-server (extra are more of its flags) and fails
-// the test when the binary is missing: these tests do not skip.
-func startRedis(tb testing.TB, extra ...string) *redisServer {
-	tb.Helper()
-	s := newRedis(tb)
-	s.args = extra
-	s.start()
-	return s
-}
-
-// newRedis picks the port and folder of a server that is not started yet.
-func newRedis(tb testing.TB) *redisServer {
-	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		tb.Fatalf("redis-server is not installed (not found in PATH): install it to run the Redis counter store tests (apt-get install redis-server, or scripts/test-deps.sh): %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	s := &redisServer{tb: tb, bin: bin, dir: tb.TempDir(), port: port}
-	tb.Cleanup(s.stop)
-	return s
-}
-
-func (s *redisServer) addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
-
-// start starts the server (again, on the same port) and waits until it
-// answers.
-func (s *redisServer) start() {
-	s.tb.Helper()
-	args := append([]string{
-		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no",
-		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"),
-	}, s.args...)
-	cmd := exec.Command(s.bin, args...)
-	if err := cmd.Start(); err != nil {
-		s.tb.Fatalf("starting redis-server: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	s.mu.Lock()
-	s.cmd, s.done = cmd, done
-	s.mu.Unlock()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if answers(s.addr(), s.tls) {
-			return
-		}
-		select {
-		case <-done:
-			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
-			s.tb.Fatalf("redis-server on port %d exited at start:\n%s", s.port, log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.tb.Fatalf("redis-server on port %d did not answer within 10s", s.port)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// answers reports whether a server at addr replies to PING (an error reply,
-// such as NOAUTH, counts), over TLS when tlsConfig is set.
-func answers(addr string, tlsConfig *tls.Config) bool {
-	d := &net.Dialer{Timeout: time.Second}
-	var c net.Conn
-	var err error
-	if tlsConfig != nil {
-		c, err = tls.DialWithDialer(d, "tcp", addr, tlsConfig)
-	} else {
-		c, err = d.Dial("tcp", addr)
-	}
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && (strings.HasPrefix(line, "+") || strings.HasPrefix(line, "-"))
-}
-
-// stop stops the server and waits for it to exit; it does nothing to a
-// stopped server.
-func (s *redisServer) stop() {
-	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.cmd = nil
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
-}
-
-// admin returns a plain client for looking at the server behind the store.
-func (s *redisServer) admin(tb testing.TB, password string) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.addr(), Password: password, Protocol: 2, DisableIdentity: true})
+// adminClient returns a plain client for looking at the server behind the
+// store.
+func adminClient(tb testing.TB, srv *redistest.Server, password string) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), Password: password, Protocol: 2, DisableIdentity: true})
 	tb.Cleanup(func() { c.Close() })
 	return c
 }
@@ -352,20 +228,20 @@ var semantics = []struct {
 }
 
 func TestRedisSameAsMemory(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	for i, sc := range semantics {
 		t.Run("memory/"+sc.name, func(t *testing.T) { sc.run(t, counters.New()) })
 		t.Run("redis/"+sc.name, func(t *testing.T) {
-			sc.run(t, openRedis(t, counters.RedisOptions{Addr: srv.addr(), KeyPrefix: fmt.Sprintf("t%d:", i)}))
+			sc.run(t, openRedis(t, counters.RedisOptions{Addr: srv.Addr(), KeyPrefix: fmt.Sprintf("t%d:", i)}))
 		})
 	}
 }
 
 func TestRedisKeysAndExpiry(t *testing.T) {
-	srv := startRedis(t)
-	admin := srv.admin(t, "")
+	srv := redistest.Start(t)
+	admin := adminClient(t, srv, "")
 	ctx := context.Background()
-	s := openRedis(t, counters.RedisOptions{Addr: srv.addr()})
+	s := openRedis(t, counters.RedisOptions{Addr: srv.Addr()})
 	now := time.Date(2026, 1, 2, 3, 4, 30, 0, time.UTC)
 	s.Reserve([]bundles.Reservation{rsv("create_issue._rate_minute", "minute", 2, lim(5)), rsv("_global.calls", "day", 1, nil)}, now)
 
@@ -407,11 +283,11 @@ func TestRedisKeysAndExpiry(t *testing.T) {
 // TestRedisReplicasShareLimit has two stores on one server, as two proxy
 // replicas would be, race for one limit: exactly the limit is granted.
 func TestRedisReplicasShareLimit(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	const limit, goroutines, attempts = 40, 8, 20
 	replicas := []*counters.Redis{
-		openRedis(t, counters.RedisOptions{Addr: srv.addr(), KeyPrefix: "shared:"}),
-		openRedis(t, counters.RedisOptions{Addr: srv.addr(), KeyPrefix: "shared:"}),
+		openRedis(t, counters.RedisOptions{Addr: srv.Addr(), KeyPrefix: "shared:"}),
+		openRedis(t, counters.RedisOptions{Addr: srv.Addr(), KeyPrefix: "shared:"}),
 	}
 	now := time.Now()
 	rs := []bundles.Reservation{rsv("calls", "day", 1, nil), rsv("capped", "hour", 1, lim(limit))}
@@ -453,11 +329,11 @@ func TestRedisReplicasShareLimit(t *testing.T) {
 // counted is exactly what was committed, and rolling that back returns the
 // counters to zero.
 func TestRedisReplicasRollback(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	const limit, goroutines, attempts = 40, 8, 30
 	replicas := []*counters.Redis{
-		openRedis(t, counters.RedisOptions{Addr: srv.addr()}),
-		openRedis(t, counters.RedisOptions{Addr: srv.addr()}),
+		openRedis(t, counters.RedisOptions{Addr: srv.Addr()}),
+		openRedis(t, counters.RedisOptions{Addr: srv.Addr()}),
 	}
 	now := time.Now()
 	rs := []bundles.Reservation{rsv("capped", "minute", 1, lim(limit)), rsv("weighted", "day", 3, lim(3*limit))}
@@ -509,16 +385,16 @@ func TestRedisReplicasRollback(t *testing.T) {
 const unavailable = "toolgate denied this call because its shared counter store is unavailable; tell the operator."
 
 func TestRedisUnavailableFailsClosed(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	var logs logBuffer
-	s := openRedis(t, counters.RedisOptions{Addr: srv.addr(), Logger: logs.logger()})
+	s := openRedis(t, counters.RedisOptions{Addr: srv.Addr(), Logger: logs.logger()})
 	now := time.Now()
 	rs := []bundles.Reservation{rsv("a", "minute", 1, lim(100))}
 	if _, refusal := s.Reserve(rs, now); refusal != nil {
 		t.Fatal(refusal)
 	}
 
-	srv.stop()
+	srv.Stop()
 	for i := 0; i < 20; i++ {
 		release, refusal := s.Reserve(rs, now)
 		if release != nil || refusal == nil || refusal.Rule != "" || refusal.Message != unavailable {
@@ -532,7 +408,7 @@ func TestRedisUnavailableFailsClosed(t *testing.T) {
 		t.Errorf("logged %d lines about the outage for one burst, want 1:\n%s", n, logs.String())
 	}
 
-	srv.start() // same port, empty
+	srv.Start() // same port, empty
 	waitGranted(t, s, rs, now)
 	if got := s.State(nil, rs, now); got[0].Value != 1 {
 		t.Errorf("state after recovery = %v, want a 1", got)
@@ -563,9 +439,9 @@ func waitGranted(t *testing.T, s *counters.Redis, rs []bundles.Reservation, now 
 }
 
 func TestRedisFailOpen(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	var logs logBuffer
-	s := openRedis(t, counters.RedisOptions{Addr: srv.addr(), FailOpen: true, Logger: logs.logger()})
+	s := openRedis(t, counters.RedisOptions{Addr: srv.Addr(), FailOpen: true, Logger: logs.logger()})
 	now := time.Now()
 	rs := []bundles.Reservation{rsv("a", "hour", 1, lim(1))}
 	if _, refusal := s.Reserve(rs, now); refusal != nil {
@@ -575,7 +451,7 @@ func TestRedisFailOpen(t *testing.T) {
 		t.Fatalf("over the limit with the server up: got %+v, want the rule's refusal", refusal)
 	}
 
-	srv.stop()
+	srv.Stop()
 	for i := 0; i < 5; i++ {
 		release, refusal := s.Reserve(rs, now)
 		if release == nil || refusal != nil {
@@ -587,7 +463,7 @@ func TestRedisFailOpen(t *testing.T) {
 		t.Errorf("want one line saying calls are allowed uncounted, got:\n%s", logs.String())
 	}
 
-	srv.start()
+	srv.Start()
 	waitGranted(t, s, rs, now) // the restarted server is empty
 	if _, refusal := s.Reserve(rs, now); refusal != &rs[0] {
 		t.Fatalf("after recovery the limit no longer holds: got %+v", refusal)
@@ -597,11 +473,11 @@ func TestRedisFailOpen(t *testing.T) {
 // TestRedisTimeout has the server stop answering: each operation gives up
 // after Timeout (explicit, then the default).
 func TestRedisTimeout(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	now := time.Now()
 	rs := []bundles.Reservation{rsv("a", "hour", 1, lim(100))}
-	short := openRedis(t, counters.RedisOptions{Addr: srv.addr(), Timeout: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
-	byDefault := openRedis(t, counters.RedisOptions{Addr: srv.addr(), Logger: slog.New(slog.DiscardHandler)})
+	short := openRedis(t, counters.RedisOptions{Addr: srv.Addr(), Timeout: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	byDefault := openRedis(t, counters.RedisOptions{Addr: srv.Addr(), Logger: slog.New(slog.DiscardHandler)})
 	for _, s := range []*counters.Redis{short, byDefault} {
 		if _, refusal := s.Reserve(rs, now); refusal != nil {
 			t.Fatal(refusal)
@@ -610,7 +486,7 @@ func TestRedisTimeout(t *testing.T) {
 
 	const pause = 3 * time.Second
 	pausedAt := time.Now()
-	if err := srv.admin(t, "").Do(context.Background(), "CLIENT", "PAUSE", pause.Milliseconds(), "ALL").Err(); err != nil {
+	if err := adminClient(t, srv, "").Do(context.Background(), "CLIENT", "PAUSE", pause.Milliseconds(), "ALL").Err(); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -651,15 +527,15 @@ func TestRedisTimeout(t *testing.T) {
 // address reaches a user, and that the password reaches no log or error.
 func TestRedisCredentialsStayHidden(t *testing.T) {
 	const password = "pw-9f8e7d6c"
-	srv := startRedis(t, "--requirepass", password)
+	srv := redistest.Start(t, "--requirepass", password)
 	var logs logBuffer
-	good := openRedis(t, counters.RedisOptions{Addr: srv.addr(), Username: "default", Password: password, Logger: logs.logger()})
+	good := openRedis(t, counters.RedisOptions{Addr: srv.Addr(), Username: "default", Password: password, Logger: logs.logger()})
 	rs := []bundles.Reservation{rsv("a", "day", 1, nil)}
 	if _, refusal := good.Reserve(rs, time.Now()); refusal != nil {
 		t.Fatalf("with the right password: %+v", refusal)
 	}
 
-	wrong := counters.RedisOptions{Addr: srv.addr(), Password: password + "-wrong", Logger: logs.logger()}
+	wrong := counters.RedisOptions{Addr: srv.Addr(), Password: password + "-wrong", Logger: logs.logger()}
 	bad := openRedis(t, wrong)
 	_, refusal := bad.Reserve(rs, time.Now())
 	if refusal == nil || refusal.Message != unavailable {
@@ -687,7 +563,7 @@ func TestRedisCredentialsStayHidden(t *testing.T) {
 			t.Errorf("%s shows the password: %s", name, text)
 		}
 	}
-	if strings.Contains(refusal.Message, srv.addr()) || strings.Contains(refusal.Message, strconv.Itoa(srv.port)) {
+	if strings.Contains(refusal.Message, srv.Addr()) || strings.Contains(refusal.Message, strconv.Itoa(srv.Port)) {
 		t.Errorf("refusal shows the address: %s", refusal.Message)
 	}
 	if !strings.Contains(logs.String(), "WRONGPASS") {
@@ -696,19 +572,19 @@ func TestRedisCredentialsStayHidden(t *testing.T) {
 }
 
 func TestRedisTLS(t *testing.T) {
-	srv := newRedis(t)
-	certFile, keyFile, roots := selfSigned(t, srv.dir)
-	srv.tls = &tls.Config{RootCAs: roots}
-	srv.args = []string{
-		"--port", "0", "--tls-port", strconv.Itoa(srv.port),
+	srv := redistest.New(t)
+	certFile, keyFile, roots := selfSigned(t, srv.Dir)
+	srv.TLS = &tls.Config{RootCAs: roots}
+	srv.Args = []string{
+		"--port", "0", "--tls-port", strconv.Itoa(srv.Port),
 		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", certFile,
 		"--tls-auth-clients", "no",
 	}
-	srv.start()
+	srv.Start()
 	now := time.Now()
 	rs := []bundles.Reservation{rsv("a", "hour", 1, lim(1))}
 
-	s := openRedis(t, counters.RedisOptions{Addr: srv.addr(), TLS: &tls.Config{RootCAs: roots}})
+	s := openRedis(t, counters.RedisOptions{Addr: srv.Addr(), TLS: &tls.Config{RootCAs: roots}})
 	if _, refusal := s.Reserve(rs, now); refusal != nil {
 		t.Fatalf("over TLS: %+v", refusal)
 	}
@@ -719,8 +595,8 @@ func TestRedisTLS(t *testing.T) {
 		t.Errorf("state over TLS = %v, want a 1", got)
 	}
 	for name, opts := range map[string]counters.RedisOptions{
-		"plain TCP":          {Addr: srv.addr()},
-		"an unknown root CA": {Addr: srv.addr(), TLS: &tls.Config{}},
+		"plain TCP":          {Addr: srv.Addr()},
+		"an unknown root CA": {Addr: srv.Addr(), TLS: &tls.Config{}},
 	} {
 		opts.Logger = slog.New(slog.DiscardHandler)
 		if _, refusal := openRedis(t, opts).Reserve(rs, now); refusal == nil || refusal.Message != unavailable {
@@ -813,8 +689,8 @@ func TestOpenRedisValidates(t *testing.T) {
 }
 
 func TestRedisClose(t *testing.T) {
-	srv := startRedis(t)
-	s := openRedis(t, counters.RedisOptions{Addr: srv.addr(), Logger: slog.New(slog.DiscardHandler)})
+	srv := redistest.Start(t)
+	s := openRedis(t, counters.RedisOptions{Addr: srv.Addr(), Logger: slog.New(slog.DiscardHandler)})
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -833,8 +709,8 @@ func TestRedisClose(t *testing.T) {
 // BenchmarkRedisReserve reserves and commits one counter against a local
 // redis-server: one round trip per call.
 func BenchmarkRedisReserve(b *testing.B) {
-	srv := startRedis(b)
-	s := openRedis(b, counters.RedisOptions{Addr: srv.addr()})
+	srv := redistest.Start(b)
+	s := openRedis(b, counters.RedisOptions{Addr: srv.Addr()})
 	rs := []bundles.Reservation{rsv("bench._rate_minute", "minute", 1, lim(1<<62))}
 	now := time.Now()
 	b.ReportAllocs()
@@ -848,8 +724,8 @@ func BenchmarkRedisReserve(b *testing.B) {
 // BenchmarkRedisReserveParallel is BenchmarkRedisReserve from many
 // goroutines (connections are pooled).
 func BenchmarkRedisReserveParallel(b *testing.B) {
-	srv := startRedis(b)
-	s := openRedis(b, counters.RedisOptions{Addr: srv.addr()})
+	srv := redistest.Start(b)
+	s := openRedis(b, counters.RedisOptions{Addr: srv.Addr()})
 	rs := []bundles.Reservation{rsv("bench._rate_minute", "minute", 1, lim(1<<62))}
 	now := time.Now()
 	b.ReportAllocs()
@@ -865,8 +741,8 @@ func BenchmarkRedisReserveParallel(b *testing.B) {
 
 // BenchmarkRedisState reads a table of four counters: one MGET.
 func BenchmarkRedisState(b *testing.B) {
-	srv := startRedis(b)
-	s := openRedis(b, counters.RedisOptions{Addr: srv.addr()})
+	srv := redistest.Start(b)
+	s := openRedis(b, counters.RedisOptions{Addr: srv.Addr()})
 	table := []bundles.Reservation{
 		rsv("a", "minute", 1, nil), rsv("b", "hour", 1, nil), rsv("c", "day", 1, nil), rsv("d", "day", 1, nil),
 	}

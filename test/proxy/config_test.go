@@ -16,6 +16,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/bundles/sign"
+	"github.com/toolgate/toolgate/test/redistest"
 	"github.com/toolgate/toolgate/test/registry"
 )
 
@@ -105,5 +106,108 @@ command: [%q]
 	_, err = call(t, cs, "echo", map[string]any{"text": "hi"})
 	if !errors.As(err, &werr) || werr.Code != -32030 {
 		t.Fatalf("echo with an unsigned bundle: got %v, want a denial (fail closed)", err)
+	}
+}
+
+// TestAuditRotationThroughProxy: with --audit-max-size the proxy's audit log
+// rotates into several files, `toolgate audit verify` checks them as one
+// chain, and --audit-arguments puts the argument values in the records.
+func TestAuditRotationThroughProxy(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "audit.log")
+	cs := session(t, logPath, nil, "--audit-max-size", "1KiB", "--audit-arguments")
+	const calls = 12
+	for i := 0; i < calls; i++ {
+		res, err := call(t, cs, "echo", map[string]any{"text": fmt.Sprintf("call-%d", i)})
+		if err != nil || res.IsError {
+			t.Fatalf("call %d: %v %+v", i, err, res)
+		}
+	}
+	cs.Close()
+	files, err := filepath.Glob(logPath + "*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 3 {
+		t.Fatalf("audit files %q: want the log rotated at 1 KiB into several", files)
+	}
+	for _, f := range files {
+		st, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() > 1024 {
+			t.Errorf("%s is %d bytes, over --audit-max-size", f, st.Size())
+		}
+	}
+	out, err := exec.Command(toolgate, "audit", "verify", logPath).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("%d line", calls)) {
+		t.Fatalf("audit verify: %v\n%s", err, out)
+	}
+	var all strings.Builder
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		all.Write(b)
+	}
+	if !strings.Contains(all.String(), `"arguments":{"text":"call-7"}`) {
+		t.Errorf("--audit-arguments: no record carries the arguments of call 7")
+	}
+
+	// Delete a middle file: verify names where the chain breaks.
+	rotated := files[:0]
+	for _, f := range files {
+		if f != logPath {
+			rotated = append(rotated, f)
+		}
+	}
+	if len(rotated) < 2 {
+		t.Fatalf("rotated files %q", rotated)
+	}
+	if err := os.Remove(rotated[1]); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(toolgate, "audit", "verify", logPath).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), ":1:") {
+		t.Fatalf("audit verify after deleting %s: %v\n%s", rotated[1], err, out)
+	}
+}
+
+// TestRedisSharedLimit: two proxy processes on one Redis (--redis) share a
+// rate limit of 2 a minute; with Redis gone, a counted call is denied (fail
+// closed) and an uncounted one still runs.
+func TestRedisSharedLimit(t *testing.T) {
+	srv := redistest.Start(t)
+	for attempt := 0; ; attempt++ {
+		start := time.Now().UTC().Truncate(time.Minute)
+		redisURL := fmt.Sprintf("redis://%s/%d", srv.Addr(), attempt%16)
+		a := session(t, "", nil, "--state", "redis", "--redis", redisURL)
+		b := session(t, "", nil, "--state", "redis", "--redis", redisURL)
+		var got []string
+		for _, cs := range []*mcp.ClientSession{a, b, a, b} {
+			res, err := call(t, cs, "limited", map[string]any{"text": "x"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, fmt.Sprintf("%v:%s", res.IsError, text(res)))
+		}
+		if !time.Now().UTC().Truncate(time.Minute).Equal(start) && attempt < 2 {
+			continue // the minute turned: the window restarted mid-sequence
+		}
+		refused := "true:Rate limit of 2 per minute reached. Try again later."
+		want := []string{"false:limited: x", "false:limited: x", refused, refused}
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Fatalf("calls through two proxies sharing Redis:\n got %q\nwant %q", got, want)
+		}
+
+		srv.Stop()
+		res, err := call(t, a, "limited", map[string]any{"text": "x"})
+		if err != nil || !res.IsError || !strings.Contains(text(res), "shared counter store is unavailable") {
+			t.Fatalf("counted call with Redis down: %v %q, want a denial", err, text(res))
+		}
+		res, err = call(t, b, "echo", map[string]any{"text": "still here"})
+		if err != nil || res.IsError || text(res) != "echo: still here" {
+			t.Fatalf("uncounted call with Redis down: %v %q", err, text(res))
+		}
+		return
 	}
 }
