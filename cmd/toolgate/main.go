@@ -60,7 +60,7 @@ func newRoot() *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(lintCmd(), regoCmd(), buildCmd(), testCmd(), evalCmd(),
 		keygenCmd(), pushCmd(), signCmd(), verifyCmd(), pullCmd(), pinCmd(), rollbackCmd(),
-		proxyCmd(), auditCmd(), grantsCmd())
+		proxyCmd(), auditCmd(), grantsCmd(), approvalsCmd())
 	// Unknown subcommands and bad argument counts are usage errors.
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
