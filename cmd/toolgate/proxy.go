@@ -27,6 +27,7 @@ import (
 	"github.com/toolgate/toolgate/runtime/audit"
 	"github.com/toolgate/toolgate/runtime/counters"
 	"github.com/toolgate/toolgate/runtime/engine"
+	"github.com/toolgate/toolgate/runtime/identity"
 	"github.com/toolgate/toolgate/runtime/proxy"
 	"github.com/toolgate/toolgate/runtime/source"
 )
@@ -118,8 +119,8 @@ func proxyCmd() *cobra.Command {
 	f.StringVar(&pf.adminAddr, "admin", defaultAdminAddr, "address of the admin listener (/healthz, /readyz, /status, /metrics); empty turns it off")
 	f.BoolVar(&pf.adminRemote, "admin-allow-remote", false, "allow --admin on an address that is not loopback")
 	f.StringVar(&pf.server, "server", "", "name of the MCP server, as the policies name it")
-	f.StringVar(&pf.identity, "identity", "", "subject of the caller (identity.subject)")
-	f.StringVar(&pf.groups, "groups", "", "comma-separated groups of the caller (identity.groups)")
+	f.StringVar(&pf.identity, "identity", "", "subject of the caller over stdio (identity.subject); default $TOOLGATE_IDENTITY")
+	f.StringVar(&pf.groups, "groups", "", "comma-separated groups of the caller over stdio (identity.groups); default $TOOLGATE_GROUPS")
 	f.StringVar(&pf.auditPath, "audit-log", "", "append a hash-chained JSON line per decision to this file")
 	f.Var(&pf.auditMaxSize, "audit-max-size", "rotate the audit log when it would grow past this size, e.g. 100MiB, keeping the chain across files (0: never)")
 	f.BoolVar(&pf.auditFailOpen, "audit-fail-open", false, "let calls through when the audit log cannot be written (default: deny them)")
@@ -255,13 +256,11 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 	}
 	logger.Info("proxy started", "server", pf.server, "bundle", digest, "command", command[0], "pid", up.Process.Pid)
 
-	var groupList []string
-	if pf.groups != "" {
-		groupList = strings.Split(pf.groups, ",")
-	}
 	st := &proxy.Stdio{
-		Server:      pf.server,
-		Identity:    bundles.Identity{Subject: pf.identity, Groups: groupList},
+		Server: pf.server,
+		// The local user started this process: the identity is theirs,
+		// from the flags or TOOLGATE_IDENTITY / TOOLGATE_GROUPS.
+		Identity:    identity.Local(pf.identity, pf.groups),
 		Decide:      pol.Decide,
 		Hidden:      pol.Hidden,
 		Logger:      logger,

@@ -1,90 +1,15 @@
 package approvals_test
 
 import (
-	"bufio"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/toolgate/toolgate/runtime/approvals"
 	"github.com/toolgate/toolgate/runtime/audit"
+	"github.com/toolgate/toolgate/test/redistest"
 )
-
-// redisServer is a redis-server of the test's own on a free loopback port,
-// without persistence, stopped at cleanup.
-type redisServer struct {
-	addr string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// startRedis starts a redis-server, failing (never skipping) the test when
-// the binary is missing.
-func startRedis(tb testing.TB) *redisServer {
-	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		tb.Fatalf("redis-server is not installed (not in PATH); the approval store tests need it: apt-get install redis-server (or scripts/test-deps.sh): %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	dir := tb.TempDir()
-	s := &redisServer{addr: "127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{})}
-	s.cmd = exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
-	if err := s.cmd.Start(); err != nil {
-		tb.Fatalf("starting redis-server: %v", err)
-	}
-	go func() { s.cmd.Wait(); close(s.done) }()
-	tb.Cleanup(func() {
-		s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(5 * time.Second):
-			s.cmd.Process.Kill()
-			<-s.done
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for !pong(s.addr) {
-		select {
-		case <-s.done:
-			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
-			tb.Fatalf("redis-server exited at start:\n%s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("redis-server on %s did not answer within 10s", s.addr)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return s
-}
-
-func pong(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
-}
 
 // clock is a settable clock, safe for concurrent use.
 type clock struct {
@@ -170,10 +95,10 @@ func stores(t *testing.T) map[string]func(t *testing.T, opts ...approvals.Option
 			return k
 		},
 		"redis": func(t *testing.T, opts ...approvals.Option) *kit {
-			srv := startRedis(t)
+			srv := redistest.Start(t)
 			k := &kit{clock: newClock(), events: &events{}}
 			k.open = func(extra ...approvals.Option) approvals.Store {
-				r, err := approvals.OpenRedis(approvals.RedisOptions{Addr: srv.addr, KeyPrefix: "test:"}, append(append([]approvals.Option{
+				r, err := approvals.OpenRedis(approvals.RedisOptions{Addr: srv.Addr(), KeyPrefix: "test:"}, append(append([]approvals.Option{
 					approvals.WithClock(k.clock.Now), approvals.WithEvents(k.events.add), approvals.WithSweepEvery(-1),
 				}, opts...), extra...)...)
 				if err != nil {

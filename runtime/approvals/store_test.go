@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/toolgate/toolgate/runtime/approvals"
+	"github.com/toolgate/toolgate/test/redistest"
 )
 
 var (
@@ -411,10 +412,10 @@ func TestApprovalStores(t *testing.T) {
 // by a decision on another through the channel, not the poll.
 func TestApprovalRedisReplicas(t *testing.T) {
 	ctx := context.Background()
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	var evs events
 	open := func() *approvals.Redis {
-		r, err := approvals.OpenRedis(approvals.RedisOptions{Addr: srv.addr}, approvals.WithEvents(evs.add),
+		r, err := approvals.OpenRedis(approvals.RedisOptions{Addr: srv.Addr()}, approvals.WithEvents(evs.add),
 			approvals.WithPollEvery(time.Minute), approvals.WithSweepEvery(-1))
 		if err != nil {
 			t.Fatal(err)
