@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 
 	"github.com/toolgate/toolgate/bundles"
 )
@@ -27,6 +28,10 @@ type Enforcer struct {
 	// [CodeDenied], data carrying decision_id, rule and bundle) instead of
 	// the default isError CallToolResult the model can read.
 	DenyAsError bool
+	// Notify, when set, writes a notification to the client; a call held
+	// for approval that carries a progress token reports through it while
+	// it waits.
+	Notify func(line []byte) error
 }
 
 // Catalog is what one MCP session's server told the proxy about its tools:
@@ -59,6 +64,9 @@ func (c *Catalog) set(tool string, ann json.RawMessage) {
 type callParams struct {
 	Name      *string         `json:"name"`
 	Arguments json.RawMessage `json:"arguments"`
+	Meta      struct {
+		ProgressToken json.RawMessage `json:"progressToken"`
+	} `json:"_meta"`
 }
 
 // DecideCall builds the decision input of a tools/call request m from the
@@ -79,12 +87,21 @@ func (e *Enforcer) DecideCall(ctx context.Context, cat *Catalog, id bundles.Iden
 	}
 	in := bundles.Input{Server: e.Server, Tool: *cp.Name, Arguments: args, Identity: id}
 	in.Annotations = cat.Annotations(in.Tool)
+	if tok := cp.Meta.ProgressToken; e.Notify != nil && validID(tok) {
+		ctx = WithProgress(ctx, e.progressReporter(tok))
+	}
 	return e.Decide(ctx, &in), nil
 }
 
 // AppendDenial appends the response to a denied call with request id id:
-// an isError CallToolResult, or a JSON-RPC error when DenyAsError is set.
+// an isError CallToolResult, or a JSON-RPC error when DenyAsError is set. A
+// call waiting for approval (v.Approval set) always gets a JSON-RPC error,
+// code [CodeApprovalRequired], whose data holds approval_id, expires_at and
+// rule.
 func (e *Enforcer) AppendDenial(dst []byte, id json.RawMessage, v *Verdict) []byte {
+	if v.Approval != nil {
+		return appendApprovalError(dst, id, v)
+	}
 	if e.DenyAsError {
 		return appendDenialError(dst, id, v)
 	}
@@ -145,4 +162,20 @@ func (e *Enforcer) FilterTools(ctx context.Context, cat *Catalog, id bundles.Ide
 	out = append(out, `,"result":`...)
 	out = append(out, rb...)
 	return append(out, '}')
+}
+
+// progressReporter returns a function that sends the client
+// notifications/progress for token, numbering them 1, 2, …
+func (e *Enforcer) progressReporter(token json.RawMessage) func(string) {
+	token = append(json.RawMessage(nil), token...)
+	var n atomic.Int64
+	return func(msg string) {
+		b := append([]byte(nil), `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":`...)
+		b = append(b, token...)
+		b = append(b, `,"progress":`...)
+		b = appendInt(b, int(n.Add(1)))
+		b = append(b, `,"message":`...)
+		b = appendString(b, msg)
+		e.Notify(append(b, "}}"...))
+	}
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+	"time"
 )
 
 // JSON-RPC error codes the proxy answers with.
@@ -18,6 +19,11 @@ const (
 // JSON-RPC, MCP and the official SDKs use (the Go SDK reads -32003 and -32004
 // as "the connection is closing").
 const CodeDenied = -32030
+
+// CodeApprovalRequired is the JSON-RPC error code of a tools/call that waits
+// for a person's approval (async mode); its data carries approval_id,
+// expires_at (RFC 3339), rule, decision_id and bundle.
+const CodeApprovalRequired = -32031
 
 // kind is what a JSON-RPC message is.
 type kind uint8
@@ -161,6 +167,28 @@ func appendDenialError(dst []byte, id json.RawMessage, v *Verdict) []byte {
 	dst = appendString(dst, v.DecisionID)
 	dst = append(dst, `,"rule":`...)
 	dst = appendString(dst, v.Rule)
+	dst = append(dst, `,"bundle":`...)
+	dst = appendString(dst, v.Bundle)
+	return append(dst, "}}}"...)
+}
+
+// appendApprovalError appends the JSON-RPC error a call waiting for approval
+// is answered with.
+func appendApprovalError(dst []byte, id json.RawMessage, v *Verdict) []byte {
+	dst = append(dst, `{"jsonrpc":"2.0","id":`...)
+	dst = append(dst, id...)
+	dst = append(dst, `,"error":{"code":`...)
+	dst = appendInt(dst, CodeApprovalRequired)
+	dst = append(dst, `,"message":`...)
+	dst = appendString(dst, v.Message)
+	dst = append(dst, `,"data":{"approval_id":`...)
+	dst = appendString(dst, v.Approval.ID)
+	dst = append(dst, `,"expires_at":`...)
+	dst = appendString(dst, v.Approval.ExpiresAt.UTC().Format(time.RFC3339))
+	dst = append(dst, `,"rule":`...)
+	dst = appendString(dst, v.Approval.Rule)
+	dst = append(dst, `,"decision_id":`...)
+	dst = appendString(dst, v.DecisionID)
 	dst = append(dst, `,"bundle":`...)
 	dst = appendString(dst, v.Bundle)
 	return append(dst, "}}}"...)

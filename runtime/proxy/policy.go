@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/toolgate/toolgate/bundles"
+	"github.com/toolgate/toolgate/runtime/approvals"
 	"github.com/toolgate/toolgate/runtime/audit"
 	"github.com/toolgate/toolgate/runtime/counters"
 	"github.com/toolgate/toolgate/runtime/engine"
@@ -53,6 +54,9 @@ type Policy struct {
 	log           *slog.Logger
 
 	auditErrors atomic.Uint64 // audit writes that failed, ever
+
+	approvals    approvals.Store
+	approvalMode ApprovalMode
 
 	auditLogMu      sync.Mutex // guards auditLogged, auditSuppressed
 	auditLogged     time.Time  // when an audit error was last logged
@@ -114,16 +118,26 @@ func NewPolicy(ev Evaluator, opts ...PolicyOption) *Policy {
 }
 
 // Decide decides one tools/call (the [Stdio] Decide hook). An evaluation
-// error denies the call (fail closed), require_approval is answered as
-// denied until approvals land, and a counter refusal denies with the
-// refused counter's rule and message.
+// error denies the call (fail closed), and a counter refusal denies with the
+// refused counter's rule and message. require_approval uses an approved
+// request for exactly this call, or opens (joins) one and answers that the
+// call waits (async mode) or returns a Verdict whose Hold waits (hold
+// mode); with no approval store it denies.
 func (p *Policy) Decide(ctx context.Context, in *bundles.Input) Verdict {
+	return p.decide(ctx, in, p.approvalMode == ApprovalHold)
+}
+
+// newDecisionID returns a random decision id.
+func newDecisionID() string { return rand.Text() }
+
+// decide is Decide; hold says whether a call needing approval is held.
+func (p *Policy) decide(ctx context.Context, in *bundles.Input, hold bool) Verdict {
 	start := p.now()
 	if m, ok := p.eval.Manifest(); ok && m.Metadata.Compact != nil {
 		in.State = p.counters.State(in.State[:0], m.Metadata.Compact.Counters, start)
 	}
 	d, info, err := p.eval.Eval(ctx, in)
-	v := Verdict{DecisionID: rand.Text(), Bundle: info.Digest}
+	v := Verdict{DecisionID: newDecisionID(), Bundle: info.Digest}
 	var release func()
 	outcome := d.Decision
 	switch {
@@ -145,11 +159,15 @@ func (p *Policy) Decide(ctx context.Context, in *bundles.Input) Verdict {
 		if d.Approval != nil && d.Approval.Rule != "" {
 			v.Rule = d.Approval.Rule
 		}
+		if p.approvals != nil {
+			outcome, release = p.decideApproval(ctx, in, &d, start, &v, hold)
+			break
+		}
 		msg := d.Message
 		if msg == "" {
-			msg = "rule " + v.Rule + " needs a person's approval, and approvals are not available on this proxy yet."
+			msg = "rule " + v.Rule + " needs a person's approval."
 		}
-		v.Message = "Approval required: " + msg
+		v.Message = "Approval required: " + msg + " (approvals are not configured on this proxy, so the call is denied)."
 	default:
 		outcome = bundles.Deny
 		v.Rule, v.Message = d.Rule, d.Message

@@ -38,6 +38,14 @@ type Verdict struct {
 	// outcome: ok is false for a JSON-RPC error response, or when the
 	// server exits before answering. It commits or rolls back counters.
 	Done func(ok bool)
+	// Approval, on a call that is not allowed, says it waits for a
+	// person's approval (async mode): the transport answers with a JSON-RPC
+	// error carrying its id (see [Enforcer.AppendDenial]).
+	Approval *PendingApproval
+	// Hold, when set, asks the transport to keep the call open (hold mode):
+	// it calls Hold off its reading path and acts on the Verdict Hold
+	// returns (which has no Hold) instead of this one.
+	Hold func(ctx context.Context) Verdict
 }
 
 // Stdio relays one MCP client (newline-delimited JSON-RPC) to one MCP server
@@ -127,7 +135,7 @@ func (p *Stdio) Run(ctx context.Context, clientIn io.Reader, clientOut io.Writer
 		p.MaxLine = DefaultMaxLine
 	}
 	p.pending = make(map[string]pendingCall)
-	p.enforcer = &Enforcer{Server: p.Server, Decide: p.Decide, Hidden: p.Hidden, DenyAsError: p.DenyAsError}
+	p.enforcer = &Enforcer{Server: p.Server, Decide: p.Decide, Hidden: p.Hidden, DenyAsError: p.DenyAsError, Notify: p.toClient.write}
 	p.toClient.w = bufio.NewWriterSize(clientOut, 64<<10)
 	p.toServer.w = bufio.NewWriterSize(serverIn, 64<<10)
 
@@ -254,6 +262,10 @@ func (p *Stdio) fromClient(ctx context.Context, line []byte, tooLong bool) error
 			if errLine != nil {
 				return p.toClient.write(errLine)
 			}
+			if v.Hold != nil {
+				p.hold(ctx, key, c, line, v)
+				return nil
+			}
 			if !v.Allow {
 				return p.toClient.write(p.enforcer.AppendDenial(nil, m.ID, &v))
 			}
@@ -266,6 +278,39 @@ func (p *Stdio) fromClient(ctx context.Context, line []byte, tooLong bool) error
 	// Notifications, responses to server requests, allowed requests:
 	// forwarded as they came.
 	return p.toServer.write(line)
+}
+
+// hold keeps a tools/call open while its Verdict's Hold waits for a
+// person, off the client's reading path: the request id stays in use, and
+// when Hold returns the call is forwarded (line, copied) or answered.
+func (p *Stdio) hold(ctx context.Context, key string, c pendingCall, line []byte, v Verdict) {
+	held := append([]byte(nil), line...)
+	p.mu.Lock()
+	p.pending[key] = c // the id is in use while the call is held
+	p.mu.Unlock()
+	go func() {
+		v2 := v.Hold(ctx)
+		if !v2.Allow {
+			if _, ok := p.take(c.id); ok { // else already answered (the server exited)
+				p.toClient.write(p.enforcer.AppendDenial(nil, c.id, &v2))
+			}
+			return
+		}
+		c.done = v2.Done
+		p.mu.Lock()
+		_, still := p.pending[key]
+		if still {
+			p.pending[key] = c
+		}
+		p.mu.Unlock()
+		if !still {
+			if c.done != nil {
+				c.done(false)
+			}
+			return
+		}
+		p.toServer.write(held)
+	}()
 }
 
 // looksLikeNotification reports whether an invalid message has a method
