@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -24,7 +23,6 @@ import (
 	"github.com/toolgate/toolgate/bundles"
 	"github.com/toolgate/toolgate/bundles/oci"
 	"github.com/toolgate/toolgate/runtime/admin"
-	"github.com/toolgate/toolgate/runtime/audit"
 	"github.com/toolgate/toolgate/runtime/counters"
 	"github.com/toolgate/toolgate/runtime/engine"
 	"github.com/toolgate/toolgate/runtime/identity"
@@ -83,6 +81,9 @@ type proxyFlags struct {
 	redisTimeout                          time.Duration
 	redisFailOpen                         bool
 	denyAsError                           bool
+	stateDirGiven                         bool
+	approvalMode, adminTokenFile          string
+	webhookURL, webhookSecretFile         string
 	upstreamTimeout                       time.Duration
 	rf                                    registryFlags
 }
@@ -130,10 +131,15 @@ func proxyCmd() *cobra.Command {
 	f.DurationVar(&pf.redisTimeout, "redis-timeout", counters.DefaultRedisTimeout, "timeout of each Redis operation")
 	f.BoolVar(&pf.redisFailOpen, "redis-fail-open", false, "let calls through, uncounted, while Redis is unreachable (default: deny them)")
 	f.StringVar(&pf.stateDir, "state-dir", defaultStateDir(), "folder where --state disk keeps counters, in a subfolder per --server")
+	f.StringVar(&pf.approvalMode, "approval-mode", "async", "how a call needing approval is answered: async (a JSON-RPC error with the approval id; retry once approved) or hold (the call waits for the decision)")
+	f.StringVar(&pf.adminTokenFile, "admin-token-file", "", "file of the tokens the approvals admin API accepts (one per line: TOKEN or sha256:HEX, then optionally NAME and GROUPS); without it the API refuses every call")
+	f.StringVar(&pf.webhookURL, "approval-webhook", "", "URL that receives a signed POST for each new approval request")
+	f.StringVar(&pf.webhookSecretFile, "approval-webhook-secret-file", "", "file holding the HMAC-SHA256 key that signs --approval-webhook bodies")
 	f.BoolVar(&pf.denyAsError, "deny-as-error", false, "answer denied calls with a JSON-RPC error instead of an isError result the model can read")
 	f.DurationVar(&pf.upstreamTimeout, "upstream-timeout", 0, "answer a call the server has not answered within this long with an error (0: wait)")
 	pf.rf.add(c)
-	markPaths(f, "config", "policy", "bundle", "key", "pin-file", "cache-dir", "state-dir", "audit-log", "registry-ca")
+	markPaths(f, "config", "policy", "bundle", "key", "pin-file", "cache-dir", "state-dir", "audit-log", "registry-ca",
+		"admin-token-file", "approval-webhook-secret-file")
 	return c
 }
 
@@ -176,6 +182,7 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 	if pf.server == "" {
 		return usageError{errors.New("proxy needs --server NAME (the server name the policies govern)")}
 	}
+	pf.stateDirGiven = cmd.Flags().Changed("state-dir")
 	if pf.redisURL != "" && !cmd.Flags().Changed("state") {
 		pf.stateKind = "redis"
 	}
@@ -188,58 +195,28 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 	default:
 		return usageError{fmt.Errorf("--state must be memory, disk or redis, not %q", pf.stateKind)}
 	}
+	if pf.approvalMode != string(proxy.ApprovalAsync) && pf.approvalMode != string(proxy.ApprovalHold) {
+		return usageError{fmt.Errorf("--approval-mode must be async or hold, not %q", pf.approvalMode)}
+	}
+	if (pf.webhookURL == "") != (pf.webhookSecretFile == "") {
+		return usageError{errors.New("--approval-webhook and --approval-webhook-secret-file go together")}
+	}
 	if pf.upstreamTimeout < 0 {
 		return usageError{fmt.Errorf("--upstream-timeout must not be negative")}
 	}
 	ctx := cmd.Context()
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 
-	eng := engine.New()
-	defer eng.Close()
-	metrics := admin.NewMetrics()
-	swaps, stopSource, err := loadPolicySource(ctx, cmd, pf, eng, logger)
+	rt, err := newProxyRuntime(ctx, cmd, pf, logger)
+	defer rt.close()
 	if err != nil {
 		return err
 	}
-	defer stopSource()
-	digest, _ := eng.Active()
-
-	if pf.adminAddr != "" {
-		l, err := admin.Listen(pf.adminAddr, pf.adminRemote)
-		switch {
-		case err != nil && errors.Is(err, admin.ErrRemote):
-			return usageError{err}
-		case err != nil && !cmd.Flags().Changed("admin"):
-			// Several stdio proxies may run side by side (one per
-			// server in an MCP client's config): only the first gets
-			// the default port.
-			logger.Warn("admin listener not started; pass --admin ADDR to choose another address", "addr", pf.adminAddr, "err", err)
-		case err != nil:
-			return problemError{err}
-		default:
-			srv := &http.Server{Handler: admin.Handler(eng, swaps, metrics), ReadHeaderTimeout: 10 * time.Second}
-			go srv.Serve(l)
-			defer srv.Close()
-			logger.Info("admin listener started", "addr", l.Addr().String())
-		}
-	}
-
-	ctrs, closeCounters, err := openCounters(cmd, pf, logger)
-	if err != nil {
+	if err := rt.startAdmin(cmd, pf); err != nil {
 		return err
 	}
-	defer closeCounters()
-	opts := []proxy.PolicyOption{proxy.WithCounters(ctrs), proxy.WithLogger(logger)}
-	if pf.auditPath != "" {
-		alog, err := audit.Open(pf.auditPath, audit.WithMaxBytes(int64(pf.auditMaxSize)))
-		if err != nil {
-			return problemError{err}
-		}
-		defer alog.Close()
-		opts = append(opts, proxy.WithAudit(alog), proxy.WithAuditFailOpen(pf.auditFailOpen), proxy.WithAuditArguments(pf.auditArguments))
-	}
-	pol := proxy.NewPolicy(admin.Instrument(eng, metrics), opts...)
-	metrics.CountAuditErrors(pol.AuditErrors)
+	digest, _ := rt.eng.Active()
+	metrics, pol := rt.metrics, rt.pol
 
 	up := exec.Command(command[0], command[1:]...)
 	up.Stderr = os.Stderr

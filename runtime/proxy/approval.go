@@ -118,8 +118,8 @@ func (p *Policy) decideApproval(ctx context.Context, in *bundles.Input, d *bundl
 		held.Arguments = append([]byte(nil), in.Arguments...)
 		held.Annotations = append([]byte(nil), in.Annotations...)
 		held.State = nil
-		id, expires := req.ID, req.ExpiresAt
-		v.Hold = func(ctx context.Context) Verdict { return p.hold(ctx, &held, id, expires) }
+		id, expires, report := req.ID, req.ExpiresAt, progressFrom(ctx)
+		v.Hold = func(ctx context.Context) Verdict { return p.hold(ctx, &held, id, expires, report) }
 	} else {
 		v.Message = fmt.Sprintf("Approval required: %s Approval %s waits for a person (until %s): once it is approved (toolgate approvals approve %s), retry this exact call.",
 			msg, req.ID, req.ExpiresAt.Format(time.RFC3339), req.ID)
@@ -127,13 +127,13 @@ func (p *Policy) decideApproval(ctx context.Context, in *bundles.Input, d *bundl
 	return bundles.RequireApproval, nil
 }
 
-// hold waits for a person to decide request id, reporting progress when the
-// transport asked for it, then decides the held call again: an approval
-// lets it through once; a denial or the deadline denies it.
-func (p *Policy) hold(ctx context.Context, in *bundles.Input, id string, expires time.Time) Verdict {
+// hold waits for a person to decide request id, reporting progress through
+// report (the reporter the call was decided with; nil for none), then
+// decides the held call again: an approval lets it through once; a denial
+// or the deadline denies it.
+func (p *Policy) hold(ctx context.Context, in *bundles.Input, id string, expires time.Time, report func(string)) Verdict {
 	wctx, cancel := context.WithDeadline(ctx, expires)
 	defer cancel()
-	report := progressFrom(ctx)
 	done := make(chan struct{})
 	defer close(done)
 	if report != nil {

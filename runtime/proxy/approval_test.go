@@ -210,14 +210,14 @@ func TestApprovalConcurrentRetries(t *testing.T) {
 func TestApprovalHold(t *testing.T) {
 	w := newApprovalWorld(t, ApprovalHold, approvalPolicy)
 	in := &bundles.Input{Server: "pay", Tool: "refund", Identity: bundles.Identity{Subject: "maria"}, Arguments: json.RawMessage(`{"amount":900}`)}
-	v := w.pol.Decide(context.Background(), in)
+	var progress []string
+	var mu sync.Mutex
+	ctx := WithProgress(context.Background(), func(msg string) { mu.Lock(); progress = append(progress, msg); mu.Unlock() })
+	v := w.pol.Decide(ctx, in)
 	if v.Allow || v.Hold == nil || v.Approval == nil {
 		t.Fatalf("hold mode: %+v, want a Hold", v)
 	}
 	in.Arguments[2] = 'X' // the transport reuses its buffer: Hold must not depend on it
-	var progress []string
-	var mu sync.Mutex
-	ctx := WithProgress(context.Background(), func(msg string) { mu.Lock(); progress = append(progress, msg); mu.Unlock() })
 	go func() {
 		time.Sleep(100 * time.Millisecond)
 		w.decide(v.Approval.ID, "lee", []string{"leads"}, true)
