@@ -113,3 +113,20 @@ func TestConfigTooLarge(t *testing.T) {
 		t.Fatalf("error %v, want a size error", err)
 	}
 }
+
+// TestProxyDocsListEveryKey: docs/proxy.md documents every config key (every
+// flag of toolgate proxy), so that the reference cannot fall behind.
+func TestProxyDocsListEveryKey(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/proxy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxyCmd().Flags().VisitAll(func(f *pflag.Flag) {
+		if f.Name == "config" || f.Name == "help" {
+			return
+		}
+		if !strings.Contains(string(doc), "`"+f.Name+"`") {
+			t.Errorf("docs/proxy.md does not document the key `%s`", f.Name)
+		}
+	})
+}

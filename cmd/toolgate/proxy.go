@@ -111,7 +111,7 @@ func proxyCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error { return runProxy(cmd, &pf, args) },
 	}
 	f := c.Flags()
-	f.StringVar(&pf.config, "config", "", "YAML file holding these flags (keys are flag names) and `command:`")
+	f.StringVar(&pf.config, "config", "", "YAML file holding these flags: keys are the flag names, plus command (the server command as a list)")
 	f.StringVar(&pf.policyPath, "policy", "", "policy file or folder to compile in-process (development)")
 	f.StringVar(&pf.bundle, "bundle", "", "bundle file (.tar.gz) built by toolgate build, or REF@DIGEST to pull and verify with --key")
 	f.StringSliceVar(&pf.keys, "key", nil, "public key a --bundle REF@DIGEST must be signed with (repeatable)")
