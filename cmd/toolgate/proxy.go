@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -84,7 +85,7 @@ type proxyFlags struct {
 	stateDirGiven                         bool
 	approvalMode, adminTokenFile          string
 	webhookURL, webhookSecretFile         string
-	upstreamTimeout                       time.Duration
+	upstreamTimeout, shutdownTimeout      time.Duration
 	rf                                    registryFlags
 }
 
@@ -136,6 +137,7 @@ func proxyCmd() *cobra.Command {
 	f.StringVar(&pf.webhookURL, "approval-webhook", "", "URL that receives a signed POST for each new approval request")
 	f.StringVar(&pf.webhookSecretFile, "approval-webhook-secret-file", "", "file holding the HMAC-SHA256 key that signs --approval-webhook bodies")
 	f.BoolVar(&pf.denyAsError, "deny-as-error", false, "answer denied calls with a JSON-RPC error instead of an isError result the model can read")
+	f.DurationVar(&pf.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT or SIGTERM, how long calls in flight may take to finish before they are answered with an error")
 	f.DurationVar(&pf.upstreamTimeout, "upstream-timeout", 0, "answer a call the server has not answered within this long with an error (0: wait)")
 	pf.rf.add(c)
 	markPaths(f, "config", "policy", "bundle", "key", "pin-file", "cache-dir", "state-dir", "audit-log", "registry-ca",
@@ -243,7 +245,36 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 		Logger:      logger,
 		DenyAsError: pf.denyAsError,
 	}
+	// SIGINT/SIGTERM: finish the calls in flight (up to
+	// --shutdown-timeout), then close the server's input so that it exits.
+	var shuttingDown atomic.Bool
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(stop)
+	go func() {
+		sig, ok := <-stop
+		if !ok {
+			return
+		}
+		shuttingDown.Store(true)
+		logger.Info("shutting down: finishing calls in flight", "signal", sig.String(), "pending", st.Pending(), "timeout", pf.shutdownTimeout.String())
+		dctx, cancel := context.WithTimeout(context.Background(), pf.shutdownTimeout)
+		left := st.Drain(dctx)
+		cancel()
+		if left > 0 {
+			logger.Warn("shutdown timeout: answering the calls still in flight with an error", "pending", left)
+			st.Abort("toolgate is shutting down and the MCP server did not answer in time")
+		}
+		upIn.Close()
+		// A server busy with an abandoned call may not exit on its own.
+		time.AfterFunc(5*time.Second, func() { up.Process.Kill() })
+	}()
 	runErr := st.Run(ctx, os.Stdin, os.Stdout, upIn, upOut)
+	if shuttingDown.Load() {
+		waitUpstream(up, 6*time.Second)
+		logger.Info("shut down")
+		return nil
+	}
 	if errors.Is(runErr, proxy.ErrUpstreamExited) {
 		metrics.UpstreamError()
 		waitErr := up.Wait()
@@ -254,15 +285,21 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 		return problemError{fmt.Errorf("the MCP server %q exited (%s) while the client was connected; check its stderr above", command[0], status)}
 	}
 	// The client is gone: give the server a moment to exit on its own.
+	waitUpstream(up, 5*time.Second)
+	return runErr
+}
+
+// waitUpstream waits for the server process to exit, killing it after
+// grace.
+func waitUpstream(up *exec.Cmd, grace time.Duration) {
 	done := make(chan error, 1)
 	go func() { done <- up.Wait() }()
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
+	case <-time.After(grace):
 		up.Process.Kill()
 		<-done
 	}
-	return runErr
 }
 
 // loadPolicySource makes the flags' policy source active in eng before the

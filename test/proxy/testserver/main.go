@@ -8,11 +8,14 @@
 //   - delete_repo (destructiveHint): the test policy denies it.
 //   - secret_tool: the test policy hides it.
 //   - fail: answers with a JSON-RPC error (-32001).
+//   - sleep: answers after its "ms" argument in milliseconds.
 package main
 
 import (
 	"context"
+	"fmt"
 	"log"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -20,6 +23,10 @@ import (
 
 type textArgs struct {
 	Text string `json:"text,omitempty"`
+}
+
+type sleepArgs struct {
+	MS int `json:"ms"`
 }
 
 func text(s string) *mcp.CallToolResult {
@@ -51,6 +58,11 @@ func main() {
 	mcp.AddTool(s, &mcp.Tool{Name: "fail", Description: "always a JSON-RPC error"},
 		func(ctx context.Context, req *mcp.CallToolRequest, in textArgs) (*mcp.CallToolResult, any, error) {
 			return nil, nil, &jsonrpc.Error{Code: -32001, Message: "upstream failure"}
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "sleep", Description: "answers after ms milliseconds"},
+		func(ctx context.Context, req *mcp.CallToolRequest, in sleepArgs) (*mcp.CallToolResult, any, error) {
+			time.Sleep(time.Duration(in.MS) * time.Millisecond)
+			return text(fmt.Sprintf("slept %d ms", in.MS)), nil, nil
 		})
 	if err := s.Run(context.Background(), &mcp.StdioTransport{}); err != nil {
 		log.Fatal(err)
