@@ -49,6 +49,7 @@ type variant struct {
 // [ErrInvalidData] or [ErrMemoryLimit]. The caller must Close the Module.
 func Compile(ctx context.Context, wasm, data []byte, opts ...Option) (*Module, error) {
 	m := &Module{o: newOptions(opts), data: bytes0(data)}
+	wazeroReady.Do(warmWazero)
 	var wg sync.WaitGroup
 	var errFast, errGuarded error
 	wg.Add(2)
@@ -67,6 +68,18 @@ func Compile(ctx context.Context, wasm, data []byte, opts ...Option) (*Module, e
 		return nil, err
 	}
 	return m, nil
+}
+
+// wazeroReady makes one runtime before the first pair of parallel
+// compilations: wazero v1.12.0 fills a package-level version cache lazily,
+// without synchronisation, on a runtime's first use, so two runtimes made
+// at once in a fresh process race on it (the race detector reports it).
+var wazeroReady sync.Once
+
+func warmWazero() {
+	ctx := context.Background()
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler())
+	rt.Close(ctx)
 }
 
 func bytes0(b []byte) []byte {
