@@ -248,6 +248,17 @@ func (p *Stdio) fromClient(ctx context.Context, line []byte, tooLong bool) error
 			msg = "invalid request: not a JSON-RPC 2.0 request, notification or response"
 		}
 		return p.toClient.write(appendError(nil, m.ID, code, msg))
+	}
+	if !exactNames(line, k == kindRequest && *m.Method == "tools/call") {
+		// The proxy must read the message as the server will: no repeated
+		// member names, none differing only in case from one it reads.
+		p.Logger.Warn("ambiguous client message (member names repeated or differing only in case)", "bytes", len(line))
+		if k == kindNotification {
+			return nil
+		}
+		return p.toClient.write(appendError(nil, m.ID, codeInvalidRequest, errAmbiguous))
+	}
+	switch k {
 	case kindRequest:
 		key := string(m.ID)
 		c := pendingCall{id: m.ID, method: *m.Method}

@@ -314,3 +314,32 @@ func FuzzClassify(f *testing.F) {
 		}
 	})
 }
+
+// TestStdioAmbiguousNames: a tools/call the proxy would read differently
+// from the server (a repeated or case-folded member name) is refused, never
+// forwarded undecided or decided on the wrong tool.
+func TestStdioAmbiguousNames(t *testing.T) {
+	h := newHarness(t, func(in *bundles.Input) Verdict {
+		if in.Tool == "delete_branch" {
+			return Verdict{Message: "no"}
+		}
+		return Verdict{Allow: true}
+	})
+	for _, line := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","Method":"ping","params":{"name":"delete_branch"}}`,
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_branch","Name":"read_file"}}`,
+		`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_branch","name":"read_file"}}`,
+		`{"jsonrpc":"2.0","id":4,"method":"ping","method":"tools/call","params":{"name":"delete_branch"}}`,
+	} {
+		h.fromClient(line)
+		got := h.clientGets()
+		if !strings.Contains(got, `"code":-32600`) {
+			t.Errorf("%s\n  answered %s, want -32600", line, got)
+		}
+	}
+	// A good call still goes through, and it is the first line the server sees.
+	h.fromClient(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"read_file"}}`)
+	if got := h.serverGets(); !strings.Contains(got, `"id":5`) {
+		t.Fatalf("the server saw %s first", got)
+	}
+}
