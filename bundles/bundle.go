@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -151,6 +152,25 @@ func SHA256Hex(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
+// SourceEntry is where, under SourcesDir, a policy file given by path is
+// stored: the path cleaned, with any leading "/" and "../" dropped (a build
+// from "../policies" or an absolute path stores "policies/…"), so that
+// every entry stays inside the bundle. Decisions still name the path as
+// given.
+func SourceEntry(path string) string {
+	p := filepath.ToSlash(filepath.Clean(path))
+	for {
+		switch {
+		case strings.HasPrefix(p, "/"):
+			p = p[1:]
+		case strings.HasPrefix(p, "../"):
+			p = p[3:]
+		default:
+			return p
+		}
+	}
+}
+
 // Write writes b as a .tar.gz. The output depends only on b: entries are in
 // a fixed order with fixed times, owners and modes, and the gzip header
 // carries no name or time, so the same bundle always gives the same bytes.
@@ -167,7 +187,7 @@ func Write(w io.Writer, b *Bundle) error {
 	sources := append([]File(nil), b.Sources...)
 	sort.Slice(sources, func(i, j int) bool { return sources[i].Path < sources[j].Path })
 	for _, s := range sources {
-		files = append(files, File{SourcesDir + strings.TrimPrefix(s.Path, "/"), s.Data})
+		files = append(files, File{SourcesDir + SourceEntry(s.Path), s.Data})
 	}
 	gz, err := gzip.NewWriterLevel(w, gzip.BestCompression)
 	if err != nil {

@@ -188,3 +188,31 @@ func TestParseInput(t *testing.T) {
 		}
 	}
 }
+
+// TestSourcesOutsideTheFolder: a build from "../policies" or an absolute
+// path stores its sources inside the bundle, and the bundle loads.
+func TestSourcesOutsideTheFolder(t *testing.T) {
+	for path, want := range map[string]string{
+		"../../policies/a.yaml": "policies/a.yaml",
+		"/work/main/p/b.yaml":   "work/main/p/b.yaml",
+		"policies/./c.yaml":     "policies/c.yaml",
+		"x/../../d.yaml":        "d.yaml",
+	} {
+		if got := SourceEntry(path); got != want {
+			t.Errorf("SourceEntry(%q) = %q, want %q", path, got, want)
+		}
+	}
+	b := sample()
+	b.Sources = []File{{Path: "../../policies/a.yaml", Data: []byte("version: \"1\"\n")}}
+	var buf bytes.Buffer
+	if err := Write(&buf, b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadBytes(buf.Bytes(), Limits{})
+	if err != nil {
+		t.Fatalf("a bundle built from ../ does not load: %v", err)
+	}
+	if len(got.Sources) != 1 || got.Sources[0].Path != "policies/a.yaml" {
+		t.Fatalf("sources %+v", got.Sources)
+	}
+}

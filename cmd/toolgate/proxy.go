@@ -244,6 +244,7 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 		Hidden:      pol.Hidden,
 		Logger:      logger,
 		DenyAsError: pf.denyAsError,
+		CallTimeout: pf.upstreamTimeout,
 	}
 	// SIGINT/SIGTERM: finish the calls in flight (up to
 	// --shutdown-timeout), then close the server's input so that it exits.

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/toolgate/toolgate/bundles"
 )
@@ -81,6 +82,11 @@ type Stdio struct {
 	Logger *slog.Logger
 	// MaxLine is the longest accepted line in bytes; 0 means DefaultMaxLine.
 	MaxLine int
+	// CallTimeout, when positive, bounds how long a forwarded request waits
+	// for the server: past it the client gets a JSON-RPC error (-32000), an
+	// allowed call's counters roll back, and the server's late answer is
+	// dropped. Zero waits for ever.
+	CallTimeout time.Duration
 
 	toClient, toServer lineWriter
 	clientClosed       atomic.Bool // set once the client's input has ended
@@ -92,15 +98,17 @@ type Stdio struct {
 	enforcer *Enforcer
 	catalog  Catalog
 
-	mu      sync.Mutex             // guards pending
-	pending map[string]pendingCall // client requests awaiting the server, by raw id
+	mu       sync.Mutex             // guards pending, timedOut
+	pending  map[string]pendingCall // client requests awaiting the server, by raw id
+	timedOut map[string]struct{}    // ids answered for the server after CallTimeout
 }
 
 // pendingCall is a client request the server has not answered yet.
 type pendingCall struct {
-	id     json.RawMessage
-	method string
-	done   func(ok bool)
+	id       json.RawMessage
+	method   string
+	done     func(ok bool)
+	deadline int64 // UnixNano after which it is answered with an error; 0: none
 }
 
 // lineWriter writes whole lines to one peer.
@@ -138,6 +146,13 @@ func (p *Stdio) Run(ctx context.Context, clientIn io.Reader, clientOut io.Writer
 	p.enforcer = &Enforcer{Server: p.Server, Decide: p.Decide, Hidden: p.Hidden, DenyAsError: p.DenyAsError, Notify: p.toClient.write}
 	p.toClient.w = bufio.NewWriterSize(clientOut, 64<<10)
 	p.toServer.w = bufio.NewWriterSize(serverIn, 64<<10)
+
+	if p.CallTimeout > 0 {
+		p.timedOut = make(map[string]struct{})
+		stop := make(chan struct{})
+		defer close(stop)
+		go p.sweep(stop)
+	}
 
 	clientDone := make(chan error, 1)
 	go func() {
@@ -282,6 +297,7 @@ func (p *Stdio) fromClient(ctx context.Context, line []byte, tooLong bool) error
 			}
 			c.done = v.Done
 		}
+		c.deadline = p.deadline()
 		p.mu.Lock()
 		p.pending[key] = c
 		p.mu.Unlock()
@@ -308,6 +324,7 @@ func (p *Stdio) hold(ctx context.Context, key string, c pendingCall, line []byte
 			return
 		}
 		c.done = v2.Done
+		c.deadline = p.deadline()
 		p.mu.Lock()
 		_, still := p.pending[key]
 		if still {
@@ -322,6 +339,67 @@ func (p *Stdio) hold(ctx context.Context, key string, c pendingCall, line []byte
 		}
 		p.toServer.write(held)
 	}()
+}
+
+// deadline returns the deadline of a request forwarded now (0: none).
+func (p *Stdio) deadline() int64 {
+	if p.CallTimeout <= 0 {
+		return 0
+	}
+	return time.Now().Add(p.CallTimeout).UnixNano()
+}
+
+// maxTimedOut bounds the ids of timed-out calls kept to drop late answers.
+const maxTimedOut = 4096
+
+// sweep answers, until stop closes, every forwarded request past its
+// deadline: an error to the client, a rollback for its counters.
+func (p *Stdio) sweep(stop <-chan struct{}) {
+	every := min(max(p.CallTimeout/10, 5*time.Millisecond), time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	msg := fmt.Sprintf("the MCP server did not answer within %s", p.CallTimeout)
+	var late []pendingCall
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now().UnixNano()
+		late = late[:0]
+		p.mu.Lock()
+		for key, c := range p.pending {
+			if c.deadline != 0 && now > c.deadline {
+				delete(p.pending, key)
+				if len(p.timedOut) >= maxTimedOut {
+					clear(p.timedOut)
+				}
+				p.timedOut[key] = struct{}{}
+				late = append(late, c)
+			}
+		}
+		p.mu.Unlock()
+		for _, c := range late {
+			p.Logger.Warn("MCP server call timed out", "method", c.method, "timeout", p.CallTimeout.String())
+			if c.done != nil {
+				c.done(false)
+			}
+			p.toClient.write(appendError(nil, c.id, codeUpstreamGone, msg))
+		}
+	}
+}
+
+// lateAnswer reports (and forgets) whether id is a call already answered
+// because it timed out.
+func (p *Stdio) lateAnswer(id json.RawMessage) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.timedOut[string(id)]; ok {
+		delete(p.timedOut, string(id))
+		return true
+	}
+	return false
 }
 
 // looksLikeNotification reports whether an invalid message has a method
@@ -358,6 +436,10 @@ func (p *Stdio) fromServer(ctx context.Context, line []byte, tooLong bool) error
 	case kindResponse:
 		c, ok := p.take(m.ID)
 		if !ok {
+			if p.lateAnswer(m.ID) {
+				p.Logger.Warn("late answer from the MCP server dropped (the call timed out)", "id", string(m.ID))
+				return nil
+			}
 			break
 		}
 		if c.done != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/toolgate/toolgate/bundles"
 )
@@ -32,6 +33,12 @@ type harness struct {
 }
 
 func newHarness(t *testing.T, decide func(in *bundles.Input) Verdict) *harness {
+	return newHarnessWith(t, decide, nil)
+}
+
+// newHarnessWith is newHarness with a chance to set more fields of the
+// Stdio before it runs.
+func newHarnessWith(t *testing.T, decide func(in *bundles.Input) Verdict, configure func(*Stdio)) *harness {
 	h := &harness{t: t, done: make(chan error, 1), decide: decide, hidden: map[string]bool{}}
 	clientInR, clientInW := io.Pipe()
 	clientOutR, clientOutW := io.Pipe()
@@ -60,6 +67,9 @@ func newHarness(t *testing.T, decide func(in *bundles.Input) Verdict) *harness {
 		},
 		Hidden: func(_ context.Context, in *bundles.Input) bool { return h.hidden[in.Tool] },
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+	}
+	if configure != nil {
+		configure(p)
 	}
 	go func() { h.done <- p.Run(context.Background(), clientInR, clientOutW, serverInW, serverOutR) }()
 	t.Cleanup(func() {
@@ -341,5 +351,37 @@ func TestStdioAmbiguousNames(t *testing.T) {
 	h.fromClient(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"read_file"}}`)
 	if got := h.serverGets(); !strings.Contains(got, `"id":5`) {
 		t.Fatalf("the server saw %s first", got)
+	}
+}
+
+// TestStdioCallTimeout: a call the server does not answer within
+// CallTimeout gets an error and rolls back; the server's late answer is
+// dropped; later calls are unaffected.
+func TestStdioCallTimeout(t *testing.T) {
+	h := newHarnessWith(t, func(in *bundles.Input) Verdict { return Verdict{Allow: true} },
+		func(p *Stdio) { p.CallTimeout = 100 * time.Millisecond })
+	start := time.Now()
+	h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}`)
+	h.serverGets()
+	got := h.clientGets()
+	if !strings.Contains(got, `"id":1`) || !strings.Contains(got, `"code":-32000`) || !strings.Contains(got, "did not answer within 100ms") {
+		t.Fatalf("timed-out call answered %s", got)
+	}
+	if d := time.Since(start); d < 100*time.Millisecond || d > 2*time.Second {
+		t.Fatalf("answered after %v, want about 100ms", d)
+	}
+	h.mu.Lock()
+	done := append([]bool(nil), h.doneCalls...)
+	h.mu.Unlock()
+	if len(done) != 1 || done[0] {
+		t.Fatalf("Done calls %v, want one rollback", done)
+	}
+	// The late answer is dropped; the next call's answer comes through.
+	h.fromServer(`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+	h.fromClient(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"fast"}}`)
+	h.serverGets()
+	h.fromServer(`{"jsonrpc":"2.0","id":2,"result":{"content":[]}}`)
+	if got := h.clientGets(); !strings.Contains(got, `"id":2`) {
+		t.Fatalf("after the late answer the client got %s, want the answer to id 2", got)
 	}
 }

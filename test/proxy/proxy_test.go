@@ -268,7 +268,7 @@ func TestAuditLogVerifies(t *testing.T) {
 	os.WriteFile(log, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
 	out, err = exec.Command(toolgate, "audit", "verify", log).CombinedOutput()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "line 2:") {
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "audit.jsonl:2:") {
 		t.Fatalf("verify of an edited log: got %v\n%s\nwant exit 1 naming line 2", err, out)
 	}
 }
