@@ -83,6 +83,10 @@ type proxyFlags struct {
 	redisFailOpen                         bool
 	denyAsError                           bool
 	stateDirGiven                         bool
+	listen, upstream                      string
+	grants, jwks, jwtIssuer               string
+	jwtAudience, upstreamHeaders          []string
+	allowAnonymous                        bool
 	approvalMode, adminTokenFile          string
 	webhookURL, webhookSecretFile         string
 	upstreamTimeout, shutdownTimeout      time.Duration
@@ -121,6 +125,14 @@ func proxyCmd() *cobra.Command {
 	f.StringVar(&pf.adminAddr, "admin", defaultAdminAddr, "address of the admin listener (/healthz, /readyz, /status, /metrics); empty turns it off")
 	f.BoolVar(&pf.adminRemote, "admin-allow-remote", false, "allow --admin on an address that is not loopback")
 	f.StringVar(&pf.server, "server", "", "name of the MCP server, as the policies name it")
+	f.StringVar(&pf.listen, "listen", "", "serve MCP over Streamable HTTP on this address (with --upstream)")
+	f.StringVar(&pf.upstream, "upstream", "", "the MCP server's Streamable HTTP endpoint; without --listen, a stdio client is bridged to it")
+	f.StringVar(&pf.grants, "grants", "", "grants file: the bearer tokens (by sha256) HTTP callers may present, and who they are (watched; SIGHUP re-reads it)")
+	f.StringVar(&pf.jwks, "jwks", "", "JWKS file or URL verifying bearer JWTs of HTTP callers (with --jwt-issuer and --jwt-audience)")
+	f.StringVar(&pf.jwtIssuer, "jwt-issuer", "", "the iss bearer JWTs must carry")
+	f.StringSliceVar(&pf.jwtAudience, "jwt-audience", nil, "audience(s) bearer JWTs must name (repeatable)")
+	f.StringSliceVar(&pf.upstreamHeaders, "upstream-header", nil, "header sent to an HTTP server on forwarded calls, NAME=env:VAR or NAME=file:PATH (or NAME=Bearer env:VAR); repeatable")
+	f.BoolVar(&pf.allowAnonymous, "allow-anonymous", false, "with --listen on an address that is not loopback, accept callers without credentials (no --grants or --jwks)")
 	f.StringVar(&pf.identity, "identity", "", "subject of the caller over stdio (identity.subject); default $TOOLGATE_IDENTITY")
 	f.StringVar(&pf.groups, "groups", "", "comma-separated groups of the caller over stdio (identity.groups); default $TOOLGATE_GROUPS")
 	f.StringVar(&pf.auditPath, "audit-log", "", "append a hash-chained JSON line per decision to this file")
@@ -141,7 +153,7 @@ func proxyCmd() *cobra.Command {
 	f.DurationVar(&pf.upstreamTimeout, "upstream-timeout", 0, "answer a call the server has not answered within this long with an error (0: wait)")
 	pf.rf.add(c)
 	markPaths(f, "config", "policy", "bundle", "key", "pin-file", "cache-dir", "state-dir", "audit-log", "registry-ca",
-		"admin-token-file", "approval-webhook-secret-file")
+		"admin-token-file", "approval-webhook-secret-file", "grants")
 	return c
 }
 
@@ -168,9 +180,17 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 			return usageError{err}
 		}
 	}
-	command, err := proxyCommand(cmd, args, fromConfig)
-	if err != nil {
-		return err
+	var command []string
+	if pf.upstream == "" {
+		var err error
+		if command, err = proxyCommand(cmd, args, fromConfig); err != nil {
+			return err
+		}
+	} else if len(args) > 0 || len(fromConfig) > 0 {
+		return usageError{errors.New("--upstream proxies an HTTP server: give no server command")}
+	}
+	if pf.listen != "" && pf.upstream == "" {
+		return usageError{errors.New("--listen needs --upstream URL (the MCP server's Streamable HTTP endpoint)")}
 	}
 	sources := 0
 	for _, s := range []string{pf.policyPath, pf.bundle, pf.pinFile} {
@@ -219,6 +239,9 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 	}
 	digest, _ := rt.eng.Active()
 	metrics, pol := rt.metrics, rt.pol
+	if pf.upstream != "" {
+		return runHTTPProxy(ctx, cmd, pf, rt)
+	}
 
 	up := exec.Command(command[0], command[1:]...)
 	up.Stderr = os.Stderr

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -54,6 +55,10 @@ func newProxyRuntime(ctx context.Context, cmd *cobra.Command, pf *proxyFlags, lo
 	}
 	rt.swaps = swaps
 	rt.onClose(stopSource)
+	// Compiling policies (OPA) and Wasm (wazero) at start leaves a large
+	// heap behind that the proxy never needs again: hand it back now rather
+	// than when the scavenger gets to it.
+	debug.FreeOSMemory()
 
 	ctrs, closeCounters, err := openCounters(cmd, pf, logger)
 	if err != nil {

@@ -208,6 +208,20 @@ func (p *Policy) decide(ctx context.Context, in *bundles.Input, hold bool) Verdi
 	return v
 }
 
+// Refused writes the audit record of a request refused before any decision
+// (no credential, a bad one, or one not granted the server): decision
+// "unauthenticated", the reason in the message. A failed write is counted
+// and logged like any other.
+func (p *Policy) Refused(server, reason string) {
+	if p.audit == nil {
+		return
+	}
+	rec := audit.Record{Time: p.now(), DecisionID: newDecisionID(), Server: server, Decision: "unauthenticated", Message: reason}
+	if err := p.audit.Write(&rec); err != nil {
+		p.auditFailed(rec.DecisionID, err)
+	}
+}
+
 // auditFailed counts a failed audit write and logs it, at most once every
 // auditErrorLogEvery.
 func (p *Policy) auditFailed(decisionID string, err error) {
