@@ -118,8 +118,8 @@ func (p *Policy) decideApproval(ctx context.Context, in *bundles.Input, d *bundl
 		held.Arguments = append([]byte(nil), in.Arguments...)
 		held.Annotations = append([]byte(nil), in.Annotations...)
 		held.State = nil
-		id, expires, report := req.ID, req.ExpiresAt, progressFrom(ctx)
-		v.Hold = func(ctx context.Context) Verdict { return p.hold(ctx, &held, id, expires, report) }
+		id, expires, report, recheck := req.ID, req.ExpiresAt, progressFrom(ctx), revalidateFrom(ctx)
+		v.Hold = func(ctx context.Context) Verdict { return p.hold(ctx, &held, id, expires, report, recheck) }
 	} else {
 		v.Message = fmt.Sprintf("Approval required: %s Approval %s waits for a person (until %s): once it is approved (toolgate approvals approve %s), retry this exact call.",
 			msg, req.ID, req.ExpiresAt.Format(time.RFC3339), req.ID)
@@ -130,8 +130,10 @@ func (p *Policy) decideApproval(ctx context.Context, in *bundles.Input, d *bundl
 // hold waits for a person to decide request id, reporting progress through
 // report (the reporter the call was decided with; nil for none), then
 // decides the held call again: an approval lets it through once; a denial
-// or the deadline denies it.
-func (p *Policy) hold(ctx context.Context, in *bundles.Input, id string, expires time.Time, report func(string)) Verdict {
+// or the deadline denies it. recheck, when set, checks the caller's
+// credential again before an approved call runs: a token revoked or
+// expired while the call waited stops it (the approval stays unused).
+func (p *Policy) hold(ctx context.Context, in *bundles.Input, id string, expires time.Time, report func(string), recheck func() error) Verdict {
 	wctx, cancel := context.WithDeadline(ctx, expires)
 	defer cancel()
 	done := make(chan struct{})
@@ -160,6 +162,12 @@ func (p *Policy) hold(ctx context.Context, in *bundles.Input, id string, expires
 		return Verdict{DecisionID: newDecisionID(), Rule: req.Rule, Message: deniedMessage(req)}
 	case req.Status != approvals.Approved:
 		return Verdict{DecisionID: newDecisionID(), Rule: req.Rule, Message: "Approval " + id + " " + string(req.Status) + "; the call was not run."}
+	}
+	if recheck != nil {
+		if err := recheck(); err != nil {
+			return Verdict{DecisionID: newDecisionID(), Rule: req.Rule,
+				Message: "Approval " + id + " was given, but the caller's credential is no longer valid (" + err.Error() + "); the call was not run."}
+		}
 	}
 	// Approved: decide the call again (the bundle may have changed, and
 	// counters are reserved now); the approval is used there.

@@ -21,6 +21,7 @@ type identityKey struct{}
 func Authenticated(next http.Handler, auth identity.Authenticator, server string, refused func(r *http.Request, err error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := auth.Authenticate(r, server)
+		authz := r.Header.Get("Authorization")
 		identity.StripAuthorization(r.Header)
 		if err != nil {
 			if refused != nil {
@@ -29,8 +30,24 @@ func Authenticated(next http.Handler, auth identity.Authenticator, server string
 			identity.WriteUnauthorized(w, err, "toolgate")
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
+		ctx := context.WithValue(r.Context(), identityKey{}, id)
+		// A call held for approval checks the credential again before it
+		// runs: a token revoked (or expired) while it waited stops it.
+		ctx = context.WithValue(ctx, revalidateKey{}, func() error {
+			_, err := auth.Authenticate(&http.Request{Header: http.Header{"Authorization": {authz}}}, server)
+			return err
+		})
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// revalidateKey is the context key of the function that checks the
+// caller's credential again.
+type revalidateKey struct{}
+
+func revalidateFrom(ctx context.Context) func() error {
+	f, _ := ctx.Value(revalidateKey{}).(func() error)
+	return f
 }
 
 // IdentityOf returns the identity [Authenticated] established for r, or the

@@ -25,6 +25,7 @@ type httpUpstream struct {
 	*httptest.Server
 	mu    sync.Mutex
 	auths []string
+	echos []string // the texts echo was called with
 }
 
 func startHTTPUpstream(t *testing.T) *httpUpstream {
@@ -33,13 +34,16 @@ func startHTTPUpstream(t *testing.T) *httpUpstream {
 	type args struct {
 		Text string `json:"text,omitempty"`
 	}
+	u := &httpUpstream{}
 	mcp.AddTool(s, &mcp.Tool{Name: "echo"}, func(ctx context.Context, req *mcp.CallToolRequest, in args) (*mcp.CallToolResult, any, error) {
+		u.mu.Lock()
+		u.echos = append(u.echos, in.Text)
+		u.mu.Unlock()
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "echo: " + in.Text}}}, nil, nil
 	})
 	mcp.AddTool(s, &mcp.Tool{Name: "delete_repo"}, func(ctx context.Context, req *mcp.CallToolRequest, in args) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "deleted " + in.Text}}}, nil, nil
 	})
-	u := &httpUpstream{}
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
