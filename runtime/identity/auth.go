@@ -174,12 +174,11 @@ func (c chain) Authenticate(r *http.Request, server string) (bundles.Identity, e
 }
 
 // StatusCode returns the HTTP status for an Authenticator's error: 401 for
-// ErrNoCredential, ErrInvalidToken and ErrExpired (and any other error),
-// 403 for ErrNotGranted, 503 for ErrUnavailable.
+// every refusal — no credential, a bad or expired one, and one not granted
+// this server (the proxy's contract; its challenge says
+// error="insufficient_scope") — and 503 for ErrUnavailable.
 func StatusCode(err error) int {
 	switch {
-	case errors.Is(err, ErrNotGranted):
-		return http.StatusForbidden
 	case errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable
 	}

@@ -99,7 +99,7 @@ func TestWriteUnauthorized(t *testing.T) {
 			`Bearer realm="toolgate", error="invalid_token", error_description="bad signature"`, "invalid_token"},
 		{"expired", fail(ErrExpired, "whatever"), "acme", 401,
 			`Bearer realm="acme", error="invalid_token", error_description="the token has expired"`, "invalid_token"},
-		{"not granted", fail(ErrNotGranted, `this token may not reach server "git\"hub"`), "", 403,
+		{"not granted", fail(ErrNotGranted, `this token may not reach server "git\"hub"`), "", 401,
 			`Bearer realm="toolgate", error="insufficient_scope", error_description="this token may not reach server 'git?'hub'"`, "insufficient_scope"},
 		{"foreign error", errors.New("boom"), "r\"\n", 401,
 			`Bearer realm="r'?", error="invalid_token", error_description="the token is not valid"`, "invalid_token"},
@@ -141,7 +141,7 @@ func TestStripAuthorization(t *testing.T) {
 }
 
 // TestChainOverHTTP serves an endpoint guarded by grants then JWT to a real
-// HTTP client: every refusal is a 401/403 with a challenge, and the
+// HTTP client: every refusal is a 401 with a challenge, and the
 // upstream sees neither the client's token nor a request it refused.
 func TestChainOverHTTP(t *testing.T) {
 	clock := newClock()
@@ -236,7 +236,7 @@ func TestChainOverHTTP(t *testing.T) {
 	}
 	// Granted, but not this server.
 	grantsOther, _ := OpenGrants(grantsPath, WithClock(clock.Now))
-	if _, err := Chain(grantsOther, j).Authenticate(bearer(alice), "jira"); !errors.Is(err, ErrNotGranted) || StatusCode(err) != 403 {
+	if _, err := Chain(grantsOther, j).Authenticate(bearer(alice), "jira"); !errors.Is(err, ErrNotGranted) || StatusCode(err) != 401 {
 		t.Errorf("alice on jira: %v", err)
 	}
 }

@@ -38,7 +38,7 @@ var (
 	// passed. HTTP 401, error="invalid_token".
 	ErrExpired = errors.New("token expired")
 	// ErrNotGranted: the token is valid but may not reach this server.
-	// HTTP 403, error="insufficient_scope" (RFC 6750 §3.1).
+	// HTTP 401 (the proxy's contract), error="insufficient_scope".
 	ErrNotGranted = errors.New("token not granted this server")
 	// ErrUnavailable: the token could not be checked now (the JWKS could not
 	// be fetched and none is cached). HTTP 503: the caller may retry.

@@ -151,9 +151,6 @@ func TestHTTPProxyWithGrants(t *testing.T) {
 		}
 		resp.Body.Close()
 		want := http.StatusUnauthorized
-		if name == "other server" {
-			want = http.StatusForbidden
-		}
 		if resp.StatusCode != want || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer ") {
 			t.Errorf("%s: status %d, WWW-Authenticate %q; want %d with a Bearer challenge", name, resp.StatusCode, resp.Header.Get("WWW-Authenticate"), want)
 		}
