@@ -57,6 +57,11 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./compiler/policy/
 	$(GO) test -run '^$$' -fuzz FuzzCheckJSON -fuzztime $(FUZZTIME) ./runtime/opawasm/
+	$(GO) test -run '^$$' -fuzz FuzzStdioToolsCall -fuzztime $(FUZZTIME) ./runtime/proxy/
+	$(GO) test -run '^$$' -fuzz FuzzHTTPPost -fuzztime $(FUZZTIME) ./runtime/proxy/
+	$(GO) test -run '^$$' -fuzz FuzzMembers -fuzztime $(FUZZTIME) ./runtime/proxy/
+	$(GO) test -run '^$$' -fuzz FuzzGrantsFile -fuzztime $(FUZZTIME) ./runtime/identity/
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) ./runtime/audit/
 
 clean:
 	rm -rf bin

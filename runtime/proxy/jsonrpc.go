@@ -100,6 +100,11 @@ func classifyEnvelope(line []byte) (m message, k kind, code int) {
 			return m, kindInvalid, codeInvalidRequest
 		}
 		if m.ID == nil {
+			if *m.Method == "tools/call" {
+				// A tools/call must be a request: as a notification it
+				// would reach the server undecided.
+				return m, kindInvalid, codeInvalidRequest
+			}
 			return m, kindNotification, 0
 		}
 		return m, kindRequest, 0
