@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/toolgate/toolgate/bundles"
 )
@@ -39,8 +40,15 @@ type Enforcer struct {
 // tool.annotations paths. The zero value is empty and ready; it is safe for
 // concurrent use.
 type Catalog struct {
-	mu          sync.Mutex
-	annotations map[string]json.RawMessage // by tool name
+	mu    sync.Mutex           // guards tools
+	tools map[string]toolEntry // by tool name
+}
+
+// toolEntry is one listed tool: its name (kept so that a call's input can
+// use it rather than a new copy) and its annotations.
+type toolEntry struct {
+	name        string
+	annotations json.RawMessage
 }
 
 // Annotations returns the annotations the server last listed for tool, or
@@ -48,49 +56,195 @@ type Catalog struct {
 func (c *Catalog) Annotations(tool string) json.RawMessage {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.annotations[tool]
+	return c.tools[tool].annotations
+}
+
+// lookup returns the listed tool whose name is the bytes name, if any.
+func (c *Catalog) lookup(name []byte) (toolEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.tools[string(name)]
+	return t, ok
 }
 
 func (c *Catalog) set(tool string, ann json.RawMessage) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.annotations == nil {
-		c.annotations = make(map[string]json.RawMessage)
+	if c.tools == nil {
+		c.tools = make(map[string]toolEntry)
 	}
-	c.annotations[tool] = ann
+	c.tools[tool] = toolEntry{name: tool, annotations: ann}
 }
 
-// callParams is the part of tools/call params a decision reads.
+// callParams is what a decision reads of tools/call params: views into
+// them.
 type callParams struct {
-	Name      *string         `json:"name"`
-	Arguments json.RawMessage `json:"arguments"`
-	Meta      struct {
-		ProgressToken json.RawMessage `json:"progressToken"`
-	} `json:"_meta"`
+	name          []byte // the name's string literal, quotes included
+	arguments     []byte // nil when absent or null
+	progressToken []byte // in _meta; nil when absent
 }
+
+// Why a tools/call's params are refused (-32602).
+const (
+	errNeedName     = "tools/call needs params with a string name"
+	errArgsObject   = "tools/call arguments must be an object"
+	errParamsAmbiguous    = "tools/call params name or arguments appear twice, or spelled in another case: servers differ on which counts, so the proxy cannot decide the call"
+	errNameEncoding = "tools/call name is not valid UTF-8 (or holds an unpaired \\u surrogate escape): servers differ on what it names, so the proxy cannot decide the call"
+)
+
+var callParamNames = []string{"name", "arguments"}
+
+// scanCallParams reads tools/call params in one pass, validating them, and
+// returns why they are refused, or "". Member names are matched exactly;
+// name or arguments twice, or in another case, is refused (see
+// [classify]).
+func scanCallParams(params []byte, cp *callParams) string {
+	i := lexSpace(params, 0)
+	if i == len(params) || params[i] != '{' {
+		return errNeedName
+	}
+	var seen [2]bool
+	ambiguous, badMeta := false, false
+	ok := scanMembers(params, i, func(key, value []byte) {
+		switch string(key) {
+		case `"name"`:
+			ambiguous = ambiguous || seen[0]
+			seen[0], cp.name = true, value
+		case `"arguments"`:
+			ambiguous = ambiguous || seen[1]
+			seen[1], cp.arguments = true, value
+		case `"_meta"`:
+			cp.progressToken = nil
+			if len(value) > 0 && value[0] == '{' {
+				scanMembers(value, 0, func(key, value []byte) {
+					if string(key) == `"progressToken"` {
+						cp.progressToken = value
+					}
+				})
+			} else {
+				badMeta = string(value) != "null"
+			}
+		default:
+			if j, _ := foldedIndex(key, callParamNames); j >= 0 {
+				ambiguous = true
+			}
+		}
+	})
+	switch {
+	case !ok || badMeta:
+		return errNeedName
+	case ambiguous:
+		return errParamsAmbiguous
+	case len(cp.name) == 0 || cp.name[0] != '"':
+		return errNeedName
+	}
+	if string(cp.arguments) == "null" {
+		cp.arguments = nil
+	}
+	if len(cp.arguments) > 0 && cp.arguments[0] != '{' {
+		return errArgsObject
+	}
+	return ""
+}
+
+// scanMembers validates the object that starts at b[i] (and nothing but
+// white space after it) and calls member with each member's name (its
+// string literal) and value. It reports whether the object was valid.
+func scanMembers(b []byte, i int, member func(key, value []byte)) bool {
+	i = lexSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return lexSpace(b, i+1) == len(b)
+	}
+	for {
+		if i == len(b) || b[i] != '"' {
+			return false
+		}
+		ks := i
+		if i = lexString(b, i); i < 0 {
+			return false
+		}
+		key := b[ks:i]
+		if i = lexSpace(b, i); i == len(b) || b[i] != ':' {
+			return false
+		}
+		vs := lexSpace(b, i+1)
+		if i = lexValue(b, vs, 1); i < 0 {
+			return false
+		}
+		member(key, b[vs:i])
+		if i = lexSpace(b, i); i == len(b) {
+			return false
+		}
+		if b[i] == '}' {
+			return lexSpace(b, i+1) == len(b)
+		}
+		if b[i] != ',' {
+			return false
+		}
+		i = lexSpace(b, i+1)
+	}
+}
+
+// toolName returns the tool name a string literal stands for and its
+// listed annotations, taking the name from the catalog when it lists the
+// tool (no copy). ok is false when the literal is not a name all JSON
+// parsers read alike: invalid UTF-8, or an unpaired surrogate escape.
+func toolName(cat *Catalog, lit []byte) (name string, ann json.RawMessage, ok bool) {
+	inner := lit[1 : len(lit)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		if !utf8.Valid(inner) {
+			return "", nil, false
+		}
+		if t, listed := cat.lookup(inner); listed {
+			return t.name, t.annotations, true
+		}
+		return string(inner), nil, true
+	}
+	var buf [128]byte
+	b, exact := appendUnquoted(buf[:0], lit)
+	if !exact {
+		return "", nil, false
+	}
+	if t, listed := cat.lookup(b); listed {
+		return t.name, t.annotations, true
+	}
+	return string(b), nil, true
+}
+
+// inputs recycles decision inputs (and their State slices) from call to
+// call: Decide must not keep its input.
+var inputs = sync.Pool{New: func() any { return new(bundles.Input) }}
 
 // DecideCall builds the decision input of a tools/call request m from the
 // session's catalog and the caller's identity and asks Decide. A request
 // whose params do not name a tool, or whose arguments are not an object,
-// gets a -32602 error response (returned as the second value) instead.
+// gets a -32602 error response (returned as the second value) instead; so
+// does one whose params name or arguments appear twice or spelled in
+// another case, or whose name is not valid UTF-8 or holds an unpaired
+// surrogate escape (servers read those differently, and the call must be
+// decided on what the server will run).
+//
+// The input's Arguments are a view into m.Params, which is a view into the
+// line the message came in: Decide sees exactly the bytes forwarded, and
+// must not keep them (nor the input) past its return.
 func (e *Enforcer) DecideCall(ctx context.Context, cat *Catalog, id bundles.Identity, m *message) (Verdict, []byte) {
 	var cp callParams
-	if len(m.Params) == 0 || m.Params[0] != '{' || json.Unmarshal(m.Params, &cp) != nil || cp.Name == nil {
-		return Verdict{}, appendError(nil, m.ID, codeInvalidParams, "tools/call needs params with a string name")
+	if msg := scanCallParams(m.Params, &cp); msg != "" {
+		return Verdict{}, appendError(nil, m.ID, codeInvalidParams, msg)
 	}
-	args := bytes.TrimSpace(cp.Arguments)
-	if string(args) == "null" {
-		args = nil
+	tool, ann, ok := toolName(cat, cp.name)
+	if !ok {
+		return Verdict{}, appendError(nil, m.ID, codeInvalidParams, errNameEncoding)
 	}
-	if len(args) > 0 && args[0] != '{' {
-		return Verdict{}, appendError(nil, m.ID, codeInvalidParams, "tools/call arguments must be an object")
-	}
-	in := bundles.Input{Server: e.Server, Tool: *cp.Name, Arguments: args, Identity: id}
-	in.Annotations = cat.Annotations(in.Tool)
-	if tok := cp.Meta.ProgressToken; e.Notify != nil && validID(tok) {
+	if tok := cp.progressToken; e.Notify != nil && validID(tok) {
 		ctx = WithProgress(ctx, e.progressReporter(tok))
 	}
-	return e.Decide(ctx, &in), nil
+	in := inputs.Get().(*bundles.Input)
+	*in = bundles.Input{Server: e.Server, Tool: tool, Annotations: ann, Arguments: cp.arguments, Identity: id, State: in.State[:0]}
+	v := e.Decide(ctx, in)
+	*in = bundles.Input{State: in.State[:0]}
+	inputs.Put(in)
+	return v, nil
 }
 
 // AppendDenial appends the response to a denied call with request id id:

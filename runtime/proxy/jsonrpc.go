@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // JSON-RPC error codes the proxy answers with.
@@ -35,83 +37,116 @@ const (
 	kindResponse                 // id and exactly one of result, error
 )
 
-// message is the envelope of one JSON-RPC message. Its raw fields are
-// copies (json.RawMessage copies on unmarshal) and outlive the line.
+// message is the envelope of one JSON-RPC message, as classify read it.
+//
+// ID is a copy and outlives the line. Params, Result and Error are views
+// into the line classify was given, not copies: they are valid only as long
+// as the line is, and a caller that keeps one past it must copy it. Method
+// points to a string shared by every message for well-known method names
+// (tools/call, tools/list, …): never write through it.
 type message struct {
-	JSONRPC string          `json:"jsonrpc"`
-	ID      json.RawMessage `json:"id"`
-	Method  *string         `json:"method"`
-	Params  json.RawMessage `json:"params"`
-	Result  json.RawMessage `json:"result"`
-	Error   json.RawMessage `json:"error"`
+	JSONRPC string
+	ID      json.RawMessage
+	Method  *string
+	Params  json.RawMessage
+	Result  json.RawMessage
+	Error   json.RawMessage
 }
 
-// classify parses one line. For an invalid message it returns the JSON-RPC
-// error code to answer with (-32700: not JSON, -32600: not a JSON-RPC 2.0
-// message) and, when the message has a usable id, that id.
+// classify reads the envelope of one line (see [message] for what the line
+// must outlive). For an invalid message it returns the JSON-RPC error code
+// to answer with (-32700: not JSON, -32600: not a JSON-RPC 2.0 message) and,
+// when the message has a usable id, that id.
+//
+// It reads the line in one pass that validates all of it as JSON (as
+// encoding/json does: at most 10,000 levels of nesting; invalid UTF-8 inside
+// strings accepted; white space is JSON's four characters only) and decodes
+// nothing but the method and jsonrpc strings, yet it reads what
+// encoding/json read into the message struct it replaces: member names
+// matched in any case, the last of repeated members counting. Transports
+// refuse such ambiguous messages (exactNames) before they act on them.
 func classify(line []byte) (m message, k kind, code int) {
-	m, k, code = classifyEnvelope(line)
+	m, k, code = classifyView(line)
+	if m.ID != nil {
+		m.ID = bytes.Clone(m.ID)
+	}
+	return m, k, code
+}
+
+// classifyView is classify with ID a view into line too.
+func classifyView(line []byte) (m message, k kind, code int) {
+	var e envelope
+	switch scanEnvelope(line, &e) {
+	case scanNotJSON:
+		return m, kindInvalid, codeParseError
+	case scanNotObject:
+		// Batches (arrays) are not part of MCP since 2025-06-18; the
+		// proxy refuses them rather than let a tools/call through
+		// unchecked.
+		return m, kindInvalid, codeInvalidRequest
+	}
+	id := e.member[memberID]
+	if e.typeError {
+		// Valid JSON, wrong member types: keep a usable id if there is one.
+		if validID(id) {
+			m.ID = id
+		}
+		return m, kindInvalid, codeInvalidRequest
+	}
+	m.ID, m.Params, m.Result, m.Error = id, e.member[memberParams], e.member[memberResult], e.member[memberError]
+	if method := e.member[memberMethod]; len(method) > 0 && method[0] == '"' {
+		m.Method = methodName(method)
+	}
+	if jsonrpc := e.member[memberJSONRPC]; len(jsonrpc) > 0 {
+		m.JSONRPC = jsonrpcVersion(jsonrpc)
+	}
+	k, code = m.kind()
 	if k == kindInvalid && m.ID != nil && !validID(m.ID) {
 		m.ID = nil // an error answer to it carries id null
 	}
 	return m, k, code
 }
 
-func classifyEnvelope(line []byte) (m message, k kind, code int) {
-	line = bytes.TrimSpace(line)
-	if len(line) == 0 || line[0] != '{' {
-		if json.Valid(line) {
-			// Batches (arrays) are not part of MCP since 2025-06-18; the
-			// proxy refuses them rather than let a tools/call through
-			// unchecked.
-			return m, kindInvalid, codeInvalidRequest
-		}
-		return m, kindInvalid, codeParseError
-	}
-	if err := json.Unmarshal(line, &m); err != nil {
-		m = message{}
-		if json.Valid(line) {
-			// Valid JSON, wrong field types: keep a usable id if there is one.
-			var idOnly struct {
-				ID json.RawMessage `json:"id"`
-			}
-			if json.Unmarshal(line, &idOnly) == nil && validID(idOnly.ID) {
-				m.ID = idOnly.ID
-			}
-			return m, kindInvalid, codeInvalidRequest
-		}
-		return m, kindInvalid, codeParseError
-	}
+// kind tells what a well-formed envelope is (the checks after decoding).
+func (m *message) kind() (kind, int) {
 	if m.ID != nil && !validID(m.ID) {
 		if string(m.ID) != "null" || m.Method != nil {
 			m.ID = nil
-			return m, kindInvalid, codeInvalidRequest
+			return kindInvalid, codeInvalidRequest
 		}
 	}
 	if m.JSONRPC != "2.0" {
-		return m, kindInvalid, codeInvalidRequest
+		return kindInvalid, codeInvalidRequest
 	}
 	switch {
 	case m.Method != nil:
 		if *m.Method == "" || m.Result != nil || m.Error != nil {
-			return m, kindInvalid, codeInvalidRequest
+			return kindInvalid, codeInvalidRequest
 		}
 		if m.Params != nil && m.Params[0] != '{' && m.Params[0] != '[' {
-			return m, kindInvalid, codeInvalidRequest
+			return kindInvalid, codeInvalidRequest
 		}
 		if m.ID == nil {
 			if *m.Method == "tools/call" {
 				// A tools/call must be a request: as a notification it
 				// would reach the server undecided.
-				return m, kindInvalid, codeInvalidRequest
+				return kindInvalid, codeInvalidRequest
 			}
-			return m, kindNotification, 0
+			return kindNotification, 0
 		}
-		return m, kindRequest, 0
+		return kindRequest, 0
 	case m.ID != nil && (m.Result == nil) != (m.Error == nil):
-		return m, kindResponse, 0
+		return kindResponse, 0
 	}
-	return m, kindInvalid, codeInvalidRequest
+	return kindInvalid, codeInvalidRequest
+}
+
+// looksLikeNotification reports whether an invalid message has a method
+// but no id: JSON-RPC answers no notification, even a bad one. As in
+// classify, names match in any case.
+func looksLikeNotification(line []byte) bool {
+	var e envelope
+	return scanEnvelope(line, &e) == scanObject && e.present&(1<<memberMethod) != 0 && e.present&(1<<memberID) == 0
 }
 
 // validID says whether id is a JSON-RPC request id: a string or a number.
@@ -126,6 +161,507 @@ func validID(id json.RawMessage) bool {
 		return true
 	}
 	return false
+}
+
+// stringOrNull says whether a member's raw value, if present, is a string
+// or null: what encoding/json decodes into a Go string or *string.
+func stringOrNull(v []byte) bool {
+	return len(v) == 0 || v[0] == '"' || v[0] == 'n'
+}
+
+// Well-known method names, shared by every message that carries one.
+var methodNames = func() map[string]*string {
+	m := map[string]*string{}
+	for _, s := range []string{
+		"initialize", "ping", "tools/call", "tools/list", "resources/list", "resources/read",
+		"resources/templates/list", "resources/subscribe", "resources/unsubscribe", "prompts/list",
+		"prompts/get", "completion/complete", "logging/setLevel", "sampling/createMessage",
+		"roots/list", "elicitation/create", "notifications/initialized", "notifications/cancelled",
+		"notifications/progress", "notifications/message", "notifications/roots/list_changed",
+		"notifications/tools/list_changed", "notifications/resources/list_changed",
+		"notifications/resources/updated", "notifications/prompts/list_changed",
+	} {
+		m[s] = &s
+	}
+	return m
+}()
+
+// methodName decodes a method's string literal (quotes included).
+func methodName(lit []byte) *string {
+	if p, ok := methodNames[string(lit[1:len(lit)-1])]; ok { // no allocation
+		return p
+	}
+	s := decodeString(lit)
+	return &s
+}
+
+// jsonrpcVersion decodes the jsonrpc member's string literal.
+func jsonrpcVersion(lit []byte) string {
+	if string(lit) == `"2.0"` {
+		return "2.0"
+	}
+	return decodeString(lit)
+}
+
+// decodeString decodes a string literal as encoding/json does (see
+// appendUnquoted).
+func decodeString(lit []byte) string {
+	inner := lit[1 : len(lit)-1]
+	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return string(inner)
+	}
+	var buf [64]byte
+	b, _ := appendUnquoted(buf[:0], lit)
+	return string(b)
+}
+
+// appendUnquoted appends the value of the string literal lit (quotes
+// included; it must be valid JSON) to dst, decoded as encoding/json decodes
+// it: escapes resolved, and each invalid UTF-8 byte and each \u escape of a
+// UTF-16 surrogate that is not half of a pair replaced by U+FFFD. exact is
+// false when something was replaced: the literal means different strings
+// to different JSON parsers.
+func appendUnquoted(dst, lit []byte) (_ []byte, exact bool) {
+	exact = true
+	s := lit[1 : len(lit)-1]
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == '\\':
+			e := s[i+1]
+			if e != 'u' {
+				dst = append(dst, unescape[e])
+				i += 2
+				continue
+			}
+			r := rune(hex4(s[i+2:]))
+			i += 6
+			if utf16.IsSurrogate(r) {
+				if i+6 <= len(s) && s[i] == '\\' && s[i+1] == 'u' {
+					if pair := utf16.DecodeRune(r, rune(hex4(s[i+2:]))); pair != utf8.RuneError {
+						dst = utf8.AppendRune(dst, pair)
+						i += 6
+						continue
+					}
+				}
+				r, exact = utf8.RuneError, false
+			}
+			dst = utf8.AppendRune(dst, r)
+		case c < utf8.RuneSelf:
+			dst = append(dst, c)
+			i++
+		default:
+			r, n := utf8.DecodeRune(s[i:])
+			if r == utf8.RuneError && n == 1 {
+				dst, exact = utf8.AppendRune(dst, utf8.RuneError), false
+			} else {
+				dst = append(dst, s[i:i+n]...)
+			}
+			i += n
+		}
+	}
+	return dst, exact
+}
+
+// unescape maps the letter of a one-letter escape to the byte it stands
+// for.
+var unescape = [256]byte{'"': '"', '\\': '\\', '/': '/', 'b': '\b', 'f': '\f', 'n': '\n', 'r': '\r', 't': '\t'}
+
+// hex4 decodes the 4 hex digits that start h (already validated).
+func hex4(h []byte) uint16 {
+	var v uint16
+	for _, c := range h[:4] {
+		v <<= 4
+		switch {
+		case c <= '9':
+			v |= uint16(c - '0')
+		case c >= 'a':
+			v |= uint16(c - 'a' + 10)
+		default:
+			v |= uint16(c - 'A' + 10)
+		}
+	}
+	return v
+}
+
+// The members of a JSON-RPC envelope.
+const (
+	memberJSONRPC = iota
+	memberID
+	memberMethod
+	memberParams
+	memberResult
+	memberError
+	numMembers
+)
+
+var envelopeMembers = [numMembers]string{"jsonrpc", "id", "method", "params", "result", "error"}
+
+// envelope is what scanEnvelope finds in a top-level object.
+type envelope struct {
+	member    [numMembers][]byte // each member's raw value (a view), nil when absent
+	present   uint8              // bit i: member i appears
+	typeError bool               // jsonrpc or method is neither a string nor null
+}
+
+// Results of scanEnvelope.
+const (
+	scanObject    = iota // a JSON object; the envelope is filled in
+	scanNotObject        // valid JSON, but not an object
+	scanNotJSON          // not one JSON value
+)
+
+// scanEnvelope validates line as one JSON value (white space around it
+// allowed) and, when it is an object, records its envelope members in e.
+func scanEnvelope(line []byte, e *envelope) int {
+	i := lexSpace(line, 0)
+	if i == len(line) {
+		return scanNotJSON
+	}
+	if line[i] != '{' {
+		if j := lexValue(line, i, 0); j >= 0 && lexSpace(line, j) == len(line) {
+			return scanNotObject
+		}
+		return scanNotJSON
+	}
+	i = lexSpace(line, i+1)
+	if i < len(line) && line[i] == '}' {
+		i++
+	} else {
+		for {
+			if i == len(line) || line[i] != '"' {
+				return scanNotJSON
+			}
+			ks := i
+			if i = lexString(line, i); i < 0 {
+				return scanNotJSON
+			}
+			key := line[ks:i]
+			if i = lexSpace(line, i); i == len(line) || line[i] != ':' {
+				return scanNotJSON
+			}
+			vs := lexSpace(line, i+1)
+			if i = lexValue(line, vs, 1); i < 0 {
+				return scanNotJSON
+			}
+			e.add(key, line[vs:i])
+			if i = lexSpace(line, i); i == len(line) {
+				return scanNotJSON
+			}
+			if line[i] == '}' {
+				i++
+				break
+			}
+			if line[i] != ',' {
+				return scanNotJSON
+			}
+			i = lexSpace(line, i+1)
+		}
+	}
+	if lexSpace(line, i) != len(line) {
+		return scanNotJSON
+	}
+	return scanObject
+}
+
+// add records one member of the top-level object; key is its name's string
+// literal, quotes included. As encoding/json reads the members into a
+// struct, a name matches in any case, a later member replaces an earlier
+// one, and null leaves a string as it was.
+func (e *envelope) add(key, value []byte) {
+	i, _ := memberIndex(key)
+	if i < 0 {
+		return
+	}
+	e.present |= 1 << i
+	if i == memberJSONRPC || i == memberMethod {
+		if !stringOrNull(value) {
+			e.typeError = true
+		}
+		if i == memberJSONRPC && value[0] == 'n' {
+			return
+		}
+	}
+	e.member[i] = value
+}
+
+// memberIndex finds the envelope member a name's string literal names:
+// exactly, or (exact false) the way encoding/json matches names, ignoring
+// case. It returns -1 for any other name.
+func memberIndex(key []byte) (i int, exact bool) {
+	switch string(key) {
+	case `"jsonrpc"`:
+		return memberJSONRPC, true
+	case `"id"`:
+		return memberID, true
+	case `"method"`:
+		return memberMethod, true
+	case `"params"`:
+		return memberParams, true
+	case `"result"`:
+		return memberResult, true
+	case `"error"`:
+		return memberError, true
+	}
+	return foldedIndex(key, envelopeMembers[:])
+}
+
+// foldedIndex returns the index of the name in names that the string
+// literal key equals when case is ignored (as encoding/json matches a
+// member to a struct field), or -1.
+func foldedIndex(key []byte, names []string) (int, bool) {
+	if len(key) > 96 {
+		return -1, false // longer than any name, even spelled with escapes
+	}
+	var buf [96]byte
+	name, _ := appendUnquoted(buf[:0], key)
+	for i, n := range names {
+		if bytes.EqualFold(name, []byte(n)) {
+			return i, string(name) == n
+		}
+	}
+	return -1, false
+}
+
+// maxNesting is how deeply values may nest, as in encoding/json.
+const maxNesting = 10000
+
+// lexSpace returns the index of the first byte at or after i that is not
+// JSON white space.
+func lexSpace(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// lexValue validates the JSON value that starts at b[i] and returns the
+// index just past it, or -1 when there is no valid value there. depth is
+// how many containers already enclose it. It keeps its own stack, so any
+// nesting is safe to scan.
+func lexValue(b []byte, i, depth int) int {
+	if i >= len(b) {
+		return -1
+	}
+	if c := b[i]; c != '{' && c != '[' {
+		return lexScalar(b, i)
+	}
+	var open levels // which open containers are objects
+	base := depth
+	for {
+		// A value starts at i.
+		if i >= len(b) {
+			return -1
+		}
+		if c := b[i]; c == '{' || c == '[' {
+			if depth >= maxNesting {
+				return -1
+			}
+			open.set(depth-base, c == '{')
+			depth++
+			i = lexSpace(b, i+1)
+			if i < len(b) && b[i] == c+2 { // '}' or ']'
+				i++
+				depth--
+			} else {
+				if c == '{' {
+					if i = lexMemberName(b, i); i < 0 {
+						return -1
+					}
+				}
+				continue
+			}
+		} else if i = lexScalar(b, i); i < 0 {
+			return -1
+		}
+		// A value ended at i: close containers until one goes on.
+		for {
+			if depth == base {
+				return i
+			}
+			if i = lexSpace(b, i); i == len(b) {
+				return -1
+			}
+			inObject := open.get(depth - base - 1)
+			if b[i] == ',' {
+				i = lexSpace(b, i+1)
+				if inObject {
+					if i = lexMemberName(b, i); i < 0 {
+						return -1
+					}
+				}
+				break
+			}
+			if (inObject && b[i] != '}') || (!inObject && b[i] != ']') {
+				return -1
+			}
+			i++
+			depth--
+		}
+	}
+}
+
+// levels is a stack of bits, one per nesting level: the first 64 in a
+// word, deeper ones in a slice grown when needed.
+type levels struct {
+	low  uint64
+	high []uint64
+}
+
+func (l *levels) set(level int, v bool) {
+	w, bit := &l.low, uint64(1)<<(level%64)
+	if level >= 64 {
+		i := level/64 - 1
+		for len(l.high) <= i {
+			l.high = append(l.high, 0)
+		}
+		w = &l.high[i]
+	}
+	if v {
+		*w |= bit
+	} else {
+		*w &^= bit
+	}
+}
+
+func (l *levels) get(level int) bool {
+	w := l.low
+	if level >= 64 {
+		w = l.high[level/64-1]
+	}
+	return w&(uint64(1)<<(level%64)) != 0
+}
+
+// lexScalar returns the index just past the string, number, true, false
+// or null that starts at b[i], or -1.
+func lexScalar(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return lexString(b, i)
+	case 't':
+		return lexLiteral(b, i, "true")
+	case 'f':
+		return lexLiteral(b, i, "false")
+	case 'n':
+		return lexLiteral(b, i, "null")
+	}
+	return lexNumber(b, i)
+}
+
+// lexMemberName skips a member name, the colon after it and the white
+// space around, returning the index where the member's value starts.
+func lexMemberName(b []byte, i int) int {
+	if i >= len(b) || b[i] != '"' {
+		return -1
+	}
+	if i = lexString(b, i); i < 0 {
+		return -1
+	}
+	if i = lexSpace(b, i); i == len(b) || b[i] != ':' {
+		return -1
+	}
+	return lexSpace(b, i+1)
+}
+
+// lexString returns the index just past the string literal that starts
+// at b[i] (a quote), or -1. Like encoding/json it accepts any byte but a
+// control character inside, valid UTF-8 or not.
+func lexString(b []byte, i int) int {
+	for i++; i < len(b); {
+		c := b[i]
+		if lexPlain[c] {
+			i++
+			continue
+		}
+		switch {
+		case c == '"':
+			return i + 1
+		case c < 0x20:
+			return -1
+		}
+		// A backslash.
+		if i+1 >= len(b) {
+			return -1
+		}
+		switch b[i+1] {
+		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			i += 2
+		case 'u':
+			if i+6 > len(b) || !lexHex(b[i+2]) || !lexHex(b[i+3]) || !lexHex(b[i+4]) || !lexHex(b[i+5]) {
+				return -1
+			}
+			i += 6
+		default:
+			return -1
+		}
+	}
+	return -1
+}
+
+// lexPlain marks the bytes that stand for themselves inside a string literal.
+var lexPlain = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+func lexHex(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+}
+
+func lexLiteral(b []byte, i int, lit string) int {
+	if len(b)-i < len(lit) || string(b[i:i+len(lit)]) != lit {
+		return -1
+	}
+	return i + len(lit)
+}
+
+// lexNumber returns the index just past the number that starts at b[i],
+// or -1.
+func lexNumber(b []byte, i int) int {
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		i = lexDigits(b, i+1)
+	default:
+		return -1
+	}
+	if i < len(b) && b[i] == '.' {
+		j := lexDigits(b, i+1)
+		if j == i+1 {
+			return -1
+		}
+		i = j
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		j := lexDigits(b, i)
+		if j == i {
+			return -1
+		}
+		i = j
+	}
+	return i
+}
+
+func lexDigits(b []byte, i int) int {
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	return i
 }
 
 // appendError appends a JSON-RPC error response; a nil id is written null.

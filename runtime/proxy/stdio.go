@@ -37,7 +37,8 @@ type Verdict struct {
 	Bundle     string
 	// Done, when set on an allowed call, is called once with the upstream
 	// outcome: ok is false for a JSON-RPC error response, or when the
-	// server exits before answering. It commits or rolls back counters.
+	// server exits before answering, or does not answer within
+	// [Stdio.CallTimeout]. It commits or rolls back counters.
 	Done func(ok bool)
 	// Approval, on a call that is not allowed, says it waits for a
 	// person's approval (async mode): the transport answers with a JSON-RPC
@@ -57,16 +58,28 @@ type Verdict struct {
 //     answered by the proxy and never reaches the server;
 //   - a server response to tools/list, from which every tool Hidden reports
 //     is removed (and whose tool annotations are remembered for the
-//     decision inputs of later calls).
+//     decision inputs of later calls);
+//   - with CallTimeout set, a request the server does not answer in time:
+//     the proxy answers it with an error and drops the server's late answer.
 //
 // Malformed messages never stop the relay: from the client they are answered
 // with a JSON-RPC error (-32700 or -32600; id null when no id can be read) or,
 // for an invalid notification, logged; from the server they are logged and
-// dropped. A line longer than MaxLine is treated as malformed.
+// dropped. A line longer than MaxLine is treated as malformed. What counts as
+// malformed is [classify]'s business: in particular a message that names an
+// envelope member twice, or in another case, is refused, and so is a
+// tools/call whose params do the same with name or arguments, or whose tool
+// name is not valid UTF-8 (see [Enforcer.DecideCall]).
+//
+// Each direction is one goroutine that reads into a buffer it reuses and
+// handles every complete line in it before reading again; the messages it
+// forwards or answers are written out together once those lines are handled
+// (one write per peer per read, not per message).
 //
 // Set the fields, then call Run once. Decide and Hidden are called from the
 // goroutine that reads the client and the one that reads the server
-// respectively; each must be safe for concurrent use with the other.
+// respectively; each must be safe for concurrent use with the other, and
+// must not keep the input (or the bytes it points to) past its return.
 type Stdio struct {
 	// Server names the MCP server in decision inputs.
 	Server string
@@ -84,8 +97,14 @@ type Stdio struct {
 	MaxLine int
 	// CallTimeout, when positive, bounds how long a forwarded request waits
 	// for the server: past it the client gets a JSON-RPC error (-32000), an
-	// allowed call's counters roll back, and the server's late answer is
-	// dropped. Zero waits for ever.
+	// allowed call's counters roll back (Done(false)), and the server gets
+	// notifications/cancelled for it (not for initialize, which MCP does not
+	// let a client cancel). The server's late answer, if it comes within 16
+	// CallTimeouts, is dropped, and until then the request's id stays in
+	// use: a new request reusing it is refused, since the server would not
+	// tell the two answers apart. Overdue requests are found by one sweep
+	// every CallTimeout/8 (at most a second), so the error comes up to that
+	// much late; a request costs no timer. Zero waits for ever.
 	CallTimeout time.Duration
 
 	toClient, toServer lineWriter
@@ -98,20 +117,30 @@ type Stdio struct {
 	enforcer *Enforcer
 	catalog  Catalog
 
-	mu       sync.Mutex             // guards pending, timedOut
-	pending  map[string]pendingCall // client requests awaiting the server, by raw id
-	timedOut map[string]struct{}    // ids answered for the server after CallTimeout
+	mu      sync.Mutex             // guards pending, tick
+	pending map[string]pendingCall // client requests awaiting the server, by raw id
+	tick    uint32                 // timeout sweeps so far
+	expire  uint32                 // sweeps after which a request has timed out
+	forget  uint32                 // sweeps after which a timed-out id is free
 }
 
 // pendingCall is a client request the server has not answered yet.
 type pendingCall struct {
-	id       json.RawMessage
-	method   string
-	done     func(ok bool)
-	deadline int64 // UnixNano after which it is answered with an error; 0: none
+	id      json.RawMessage // a copy
+	method  string
+	done    func(ok bool)
+	tick    uint32 // the sweep count when it was forwarded, or timed out
+	held    bool   // waiting for a person's approval, not yet forwarded
+	expired bool   // timed out and answered; the server's answer is dropped
 }
 
-// lineWriter writes whole lines to one peer.
+// forgetAfter is how many CallTimeouts a timed-out request's id stays in
+// use, waiting for the server's late answer.
+const forgetAfter = 16
+
+// lineWriter writes whole lines to one peer, through a buffer: queue and
+// queueAppend add a line, flush sends what was queued; write does both.
+// Safe for concurrent use.
 type lineWriter struct {
 	mu sync.Mutex // guards w
 	w  *bufio.Writer
@@ -124,6 +153,75 @@ func (lw *lineWriter) write(line []byte) error {
 	lw.w.Write(line)
 	lw.w.WriteByte('\n')
 	return lw.w.Flush()
+}
+
+// queue adds line and a newline to what the next flush sends. A line longer
+// than the buffer is written out at once, without a copy.
+func (lw *lineWriter) queue(line []byte) error {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	lw.w.Write(line)
+	return lw.w.WriteByte('\n')
+}
+
+// queueAppend adds the line that build appends to its argument, and a
+// newline, to what the next flush sends; build appends to the writer's
+// buffer, so a short line costs no allocation.
+func (lw *lineWriter) queueAppend(build func(dst []byte) []byte) error {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	b := append(build(lw.w.AvailableBuffer()), '\n')
+	_, err := lw.w.Write(b)
+	return err
+}
+
+// flush writes out what was queued.
+func (lw *lineWriter) flush() error {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	if lw.w.Buffered() == 0 {
+		return nil
+	}
+	return lw.w.Flush()
+}
+
+// batch queues the lines one reading goroutine sends while it handles what
+// one read brought, and flushes them when it is done: one write per peer
+// per read, not per message.
+type batch struct {
+	p              *Stdio
+	client, server bool // lines are queued for the client, the server
+}
+
+func (b *batch) toClient(line []byte) error {
+	b.client = true
+	return b.p.toClient.queue(line)
+}
+
+func (b *batch) toClientAppend(build func(dst []byte) []byte) error {
+	b.client = true
+	return b.p.toClient.queueAppend(build)
+}
+
+func (b *batch) toServer(line []byte) error {
+	b.server = true
+	return b.p.toServer.queue(line)
+}
+
+// flush writes out what was queued.
+func (b *batch) flush() error {
+	var errServer, errClient error
+	if b.server {
+		errServer = b.p.toServer.flush()
+	}
+	if b.client {
+		errClient = b.p.toClient.flush()
+	}
+	b.client, b.server = false, false
+	if errServer != nil {
+		return errServer
+	}
+	return errClient
 }
 
 // Run relays until the server's output ends. When the client's input ends
@@ -146,9 +244,7 @@ func (p *Stdio) Run(ctx context.Context, clientIn io.Reader, clientOut io.Writer
 	p.enforcer = &Enforcer{Server: p.Server, Decide: p.Decide, Hidden: p.Hidden, DenyAsError: p.DenyAsError, Notify: p.toClient.write}
 	p.toClient.w = bufio.NewWriterSize(clientOut, 64<<10)
 	p.toServer.w = bufio.NewWriterSize(serverIn, 64<<10)
-
 	if p.CallTimeout > 0 {
-		p.timedOut = make(map[string]struct{})
 		stop := make(chan struct{})
 		defer close(stop)
 		go p.sweep(stop)
@@ -156,14 +252,16 @@ func (p *Stdio) Run(ctx context.Context, clientIn io.Reader, clientOut io.Writer
 
 	clientDone := make(chan error, 1)
 	go func() {
-		err := p.readLines(clientIn, func(line []byte, tooLong bool) error { return p.fromClient(ctx, line, tooLong) })
+		b := &batch{p: p}
+		err := readLines(clientIn, p.MaxLine, func(line []byte, tooLong bool) error { return p.fromClient(ctx, b, line, tooLong) }, b.flush)
 		if errors.Is(err, io.EOF) {
 			p.clientClosed.Store(true)
 		}
 		serverIn.Close()
 		clientDone <- err
 	}()
-	serverErr := p.readLines(serverOut, func(line []byte, tooLong bool) error { return p.fromServer(ctx, line, tooLong) })
+	b := &batch{p: p}
+	serverErr := readLines(serverOut, p.MaxLine, func(line []byte, tooLong bool) error { return p.fromServer(ctx, b, line, tooLong) }, b.flush)
 
 	if p.clientClosed.Load() {
 		err := <-clientDone
@@ -188,6 +286,9 @@ func (p *Stdio) failPending(msg string) {
 	p.pending = map[string]pendingCall{}
 	p.mu.Unlock()
 	for _, c := range pend {
+		if c.expired {
+			continue // answered already
+		}
 		if c.done != nil {
 			c.done(false)
 		}
@@ -195,50 +296,29 @@ func (p *Stdio) failPending(msg string) {
 	}
 }
 
-// readLines calls handle for each line of r, without its newline. A line
-// longer than MaxLine is consumed to its end and handled with tooLong set
-// and a truncated prefix. The line is only valid during handle. It returns
-// the read error (io.EOF at the end) or handle's error.
+// readLines calls handle for each line of r, without its newline (nor a
+// carriage return before it); lines of nothing but white space are
+// skipped. A line longer than MaxLine is consumed to its end and handled
+// with tooLong set (and no line). The line is only valid during handle. It
+// returns the read error (io.EOF at the end) or handle's error.
 func (p *Stdio) readLines(r io.Reader, handle func(line []byte, tooLong bool) error) error {
-	br := bufio.NewReaderSize(r, 64<<10)
-	var long []byte // a line longer than br's buffer, being gathered
-	n := 0          // length of the line so far
+	return readLines(r, p.MaxLine, handle, nil)
+}
+
+// readLines is [Stdio.readLines] for lines of at most max bytes; batchDone,
+// when set, is called after the lines of each read are handled.
+func readLines(r io.Reader, max int, handle func(line []byte, tooLong bool) error, batchDone func() error) error {
+	lb := newLineBuffer(max)
 	for {
-		frag, err := br.ReadSlice('\n')
-		n += len(frag)
-		if err == bufio.ErrBufferFull {
-			if n <= p.MaxLine+1 {
-				long = append(long, frag...)
-			}
-			continue
+		n, err := r.Read(lb.free())
+		handled, herr := lb.split(n, err != nil, handle)
+		if herr != nil {
+			return herr
 		}
-		line := frag
-		if len(long) > 0 {
-			if n <= p.MaxLine+1 {
-				long = append(long, frag...)
+		if handled && batchDone != nil {
+			if berr := batchDone(); berr != nil {
+				return berr
 			}
-			line = long
-		}
-		if n > 0 {
-			hasNL := len(frag) > 0 && frag[len(frag)-1] == '\n'
-			size := n
-			if hasNL {
-				size--
-				line = line[:len(line)-1]
-			}
-			tooLong := size > p.MaxLine
-			line = bytes.TrimSuffix(line, []byte("\r"))
-			if tooLong || len(bytes.TrimSpace(line)) > 0 {
-				if herr := handle(line, tooLong); herr != nil {
-					return herr
-				}
-			}
-		}
-		n = 0
-		if cap(long) > 1<<20 {
-			long = nil // do not hold a huge buffer between messages
-		} else {
-			long = long[:0]
 		}
 		if err != nil {
 			return err
@@ -246,14 +326,95 @@ func (p *Stdio) readLines(r io.Reader, handle func(line []byte, tooLong bool) er
 	}
 }
 
-func (p *Stdio) fromClient(ctx context.Context, line []byte, tooLong bool) error {
+// lineBuffer splits what is read from one peer into lines. It reads into
+// one buffer, reused from read to read (grown for a long line and shrunk
+// again after it), and hands out views into it.
+type lineBuffer struct {
+	buf        []byte
+	start, end int  // buf[start:end] is read and not yet handled
+	scanned    int  // buf[start:scanned] has no newline
+	skipping   bool // discarding the rest of a line longer than max
+	max        int
+}
+
+const lineBufferSize = 64 << 10
+
+func newLineBuffer(max int) *lineBuffer {
+	return &lineBuffer{buf: make([]byte, lineBufferSize), max: max}
+}
+
+// free returns the buffer space to read into next: never empty.
+func (lb *lineBuffer) free() []byte { return lb.buf[lb.end:] }
+
+// split takes the n bytes just read into free() and hands each complete
+// line to handle (see handleLine); at the end of the input (last), the
+// rest too, newline or not. It reports whether it handled a line.
+func (lb *lineBuffer) split(n int, last bool, handle func(line []byte, tooLong bool) error) (handled bool, err error) {
+	lb.end += n
+	for {
+		i := bytes.IndexByte(lb.buf[lb.scanned:lb.end], '\n')
+		if i < 0 {
+			break
+		}
+		nl := lb.scanned + i
+		if err := handleLine(lb.buf[lb.start:nl], lb.skipping || nl-lb.start > lb.max, handle); err != nil {
+			return true, err
+		}
+		handled, lb.skipping = true, false
+		lb.start, lb.scanned = nl+1, nl+1
+	}
+	lb.scanned = lb.end
+	if last {
+		if lb.end > lb.start || lb.skipping {
+			// The last line has no newline.
+			handled = true
+			err = handleLine(lb.buf[lb.start:lb.end], lb.skipping || lb.end-lb.start > lb.max, handle)
+		}
+		lb.start, lb.end, lb.scanned, lb.skipping = 0, 0, 0, false
+		return handled, err
+	}
+	switch {
+	case lb.skipping || lb.end-lb.start > lb.max:
+		lb.skipping = true
+		lb.start, lb.end, lb.scanned = 0, 0, 0
+	case lb.start == lb.end:
+		lb.start, lb.end, lb.scanned = 0, 0, 0
+		if len(lb.buf) > 1<<20 {
+			lb.buf = make([]byte, lineBufferSize) // do not hold a huge buffer between messages
+		}
+	case lb.end == len(lb.buf) && lb.start > 0:
+		lb.end = copy(lb.buf, lb.buf[lb.start:lb.end])
+		lb.scanned -= lb.start
+		lb.start = 0
+	case lb.end == len(lb.buf):
+		grown := make([]byte, min(2*len(lb.buf), lb.max+1))
+		copy(grown, lb.buf[:lb.end])
+		lb.buf = grown
+	}
+	return handled, nil
+}
+
+// handleLine hands one line, without its newline, to handle.
+func handleLine(line []byte, tooLong bool, handle func(line []byte, tooLong bool) error) error {
+	if tooLong {
+		return handle(nil, true)
+	}
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	if lexSpace(line, 0) == len(line) {
+		return nil
+	}
+	return handle(line, false)
+}
+
+func (p *Stdio) fromClient(ctx context.Context, b *batch, line []byte, tooLong bool) error {
 	if tooLong {
 		p.Logger.Warn("client message too long", "limit_bytes", p.MaxLine)
-		return p.toClient.write(appendError(nil, nil, codeInvalidRequest, fmt.Sprintf("message longer than %d bytes", p.MaxLine)))
+		return b.toClient(appendError(nil, nil, codeInvalidRequest, fmt.Sprintf("message longer than %d bytes", p.MaxLine)))
 	}
-	m, k, code := classify(line)
-	switch k {
-	case kindInvalid:
+	m, k, code := classifyView(line) // m's fields are views into line
+	if k == kindInvalid {
 		p.Logger.Warn("malformed client message", "code", code, "bytes", len(line))
 		if code == codeInvalidRequest && m.ID == nil && looksLikeNotification(line) {
 			return nil // JSON-RPC answers no notification, even a bad one
@@ -262,7 +423,7 @@ func (p *Stdio) fromClient(ctx context.Context, line []byte, tooLong bool) error
 		if code == codeInvalidRequest {
 			msg = "invalid request: not a JSON-RPC 2.0 request, notification or response"
 		}
-		return p.toClient.write(appendError(nil, m.ID, code, msg))
+		return b.toClientAppend(func(dst []byte) []byte { return appendError(dst, m.ID, code, msg) })
 	}
 	if !exactNames(line, k == kindRequest && *m.Method == "tools/call") {
 		// The proxy must read the message as the server will: no repeated
@@ -271,47 +432,53 @@ func (p *Stdio) fromClient(ctx context.Context, line []byte, tooLong bool) error
 		if k == kindNotification {
 			return nil
 		}
-		return p.toClient.write(appendError(nil, m.ID, codeInvalidRequest, errAmbiguous))
+		return b.toClientAppend(func(dst []byte) []byte { return appendError(dst, m.ID, codeInvalidRequest, errAmbiguous) })
 	}
 	switch k {
 	case kindRequest:
-		key := string(m.ID)
-		c := pendingCall{id: m.ID, method: *m.Method}
 		p.mu.Lock()
-		_, dup := p.pending[key]
+		old, inUse := p.pending[string(m.ID)]
 		p.mu.Unlock()
-		if dup {
-			return p.toClient.write(appendError(nil, m.ID, codeInvalidRequest, "request id "+key+" is already in use by a pending request"))
+		if inUse {
+			msg := "request id " + string(m.ID) + " is already in use by a pending request"
+			if old.expired {
+				msg = "request id " + string(m.ID) + " is still in use: the MCP server has not answered the request with this id that timed out"
+			}
+			return b.toClientAppend(func(dst []byte) []byte { return appendError(dst, m.ID, codeInvalidRequest, msg) })
 		}
+		key := string(m.ID)
+		c := pendingCall{id: json.RawMessage(key), method: *m.Method}
 		if c.method == "tools/call" {
 			v, errLine := p.enforcer.DecideCall(ctx, &p.catalog, p.Identity, &m)
 			if errLine != nil {
-				return p.toClient.write(errLine)
+				return b.toClient(errLine)
 			}
 			if v.Hold != nil {
 				p.hold(ctx, key, c, line, v)
 				return nil
 			}
 			if !v.Allow {
-				return p.toClient.write(p.enforcer.AppendDenial(nil, m.ID, &v))
+				return b.toClientAppend(func(dst []byte) []byte { return p.enforcer.AppendDenial(dst, m.ID, &v) })
 			}
 			c.done = v.Done
 		}
-		c.deadline = p.deadline()
 		p.mu.Lock()
+		c.tick = p.tick
 		p.pending[key] = c
 		p.mu.Unlock()
 	}
 	// Notifications, responses to server requests, allowed requests:
 	// forwarded as they came.
-	return p.toServer.write(line)
+	return b.toServer(line)
 }
 
 // hold keeps a tools/call open while its Verdict's Hold waits for a
 // person, off the client's reading path: the request id stays in use, and
 // when Hold returns the call is forwarded (line, copied) or answered.
+// CallTimeout counts from the forwarding.
 func (p *Stdio) hold(ctx context.Context, key string, c pendingCall, line []byte, v Verdict) {
 	held := append([]byte(nil), line...)
+	c.held = true
 	p.mu.Lock()
 	p.pending[key] = c // the id is in use while the call is held
 	p.mu.Unlock()
@@ -323,11 +490,11 @@ func (p *Stdio) hold(ctx context.Context, key string, c pendingCall, line []byte
 			}
 			return
 		}
-		c.done = v2.Done
-		c.deadline = p.deadline()
+		c.done, c.held = v2.Done, false
 		p.mu.Lock()
 		_, still := p.pending[key]
 		if still {
+			c.tick = p.tick
 			p.pending[key] = c
 		}
 		p.mu.Unlock()
@@ -341,94 +508,29 @@ func (p *Stdio) hold(ctx context.Context, key string, c pendingCall, line []byte
 	}()
 }
 
-// deadline returns the deadline of a request forwarded now (0: none).
-func (p *Stdio) deadline() int64 {
-	if p.CallTimeout <= 0 {
-		return 0
-	}
-	return time.Now().Add(p.CallTimeout).UnixNano()
-}
-
-// maxTimedOut bounds the ids of timed-out calls kept to drop late answers.
-const maxTimedOut = 4096
-
-// sweep answers, until stop closes, every forwarded request past its
-// deadline: an error to the client, a rollback for its counters.
-func (p *Stdio) sweep(stop <-chan struct{}) {
-	every := min(max(p.CallTimeout/10, 5*time.Millisecond), time.Second)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	msg := fmt.Sprintf("the MCP server did not answer within %s", p.CallTimeout)
-	var late []pendingCall
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		now := time.Now().UnixNano()
-		late = late[:0]
-		p.mu.Lock()
-		for key, c := range p.pending {
-			if c.deadline != 0 && now > c.deadline {
-				delete(p.pending, key)
-				if len(p.timedOut) >= maxTimedOut {
-					clear(p.timedOut)
-				}
-				p.timedOut[key] = struct{}{}
-				late = append(late, c)
-			}
-		}
-		p.mu.Unlock()
-		for _, c := range late {
-			p.Logger.Warn("MCP server call timed out", "method", c.method, "timeout", p.CallTimeout.String())
-			if c.done != nil {
-				c.done(false)
-			}
-			p.toClient.write(appendError(nil, c.id, codeUpstreamGone, msg))
-		}
-	}
-}
-
-// lateAnswer reports (and forgets) whether id is a call already answered
-// because it timed out.
-func (p *Stdio) lateAnswer(id json.RawMessage) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, ok := p.timedOut[string(id)]; ok {
-		delete(p.timedOut, string(id))
-		return true
-	}
-	return false
-}
-
-// looksLikeNotification reports whether an invalid message has a method
-// but no id.
-func looksLikeNotification(line []byte) bool {
-	var probe struct {
-		ID     json.RawMessage `json:"id"`
-		Method json.RawMessage `json:"method"`
-	}
-	return json.Unmarshal(line, &probe) == nil && probe.ID == nil && probe.Method != nil
-}
-
-func (p *Stdio) fromServer(ctx context.Context, line []byte, tooLong bool) error {
+func (p *Stdio) fromServer(ctx context.Context, b *batch, line []byte, tooLong bool) error {
 	if tooLong {
 		p.Logger.Warn("server message too long; dropped", "limit_bytes", p.MaxLine)
 		return nil
 	}
-	m, k, code := classify(line)
+	m, k, code := classifyView(line) // m's fields are views into line
 	switch k {
 	case kindInvalid:
 		if m.ID != nil {
 			// A broken response to a pending request: the client gets an error
 			// for it rather than waiting forever.
 			if c, ok := p.take(m.ID); ok {
+				if c.expired {
+					p.Logger.Warn("malformed late server response; dropped", "code", code, "method", c.method, "id", string(c.id))
+					return nil
+				}
 				p.Logger.Warn("malformed server response", "code", code, "method", c.method)
 				if c.done != nil {
 					c.done(false)
 				}
-				return p.toClient.write(appendError(nil, c.id, codeUpstreamGone, "the MCP server sent a malformed response"))
+				return b.toClientAppend(func(dst []byte) []byte {
+					return appendError(dst, c.id, codeUpstreamGone, "the MCP server sent a malformed response")
+				})
 			}
 		}
 		p.Logger.Warn("malformed server message; dropped", "code", code, "bytes", len(line))
@@ -436,22 +538,22 @@ func (p *Stdio) fromServer(ctx context.Context, line []byte, tooLong bool) error
 	case kindResponse:
 		c, ok := p.take(m.ID)
 		if !ok {
-			if p.lateAnswer(m.ID) {
-				p.Logger.Warn("late answer from the MCP server dropped (the call timed out)", "id", string(m.ID))
-				return nil
-			}
 			break
+		}
+		if c.expired {
+			p.Logger.Warn("the MCP server answered after the call timed out; answer dropped", "method", c.method, "id", string(c.id))
+			return nil
 		}
 		if c.done != nil {
 			c.done(m.Error == nil)
 		}
 		if c.method == "tools/list" && m.Result != nil {
 			if filtered := p.enforcer.FilterTools(ctx, &p.catalog, p.Identity, &m); filtered != nil {
-				return p.toClient.write(filtered)
+				return b.toClient(filtered)
 			}
 		}
 	}
-	return p.toClient.write(line)
+	return b.toClient(line)
 }
 
 // take removes and returns the pending request with this id.
@@ -463,6 +565,77 @@ func (p *Stdio) take(id json.RawMessage) (pendingCall, bool) {
 		delete(p.pending, string(id))
 	}
 	return c, ok
+}
+
+// sweep times out pending requests until stop is closed. It is one
+// goroutine woken every CallTimeout/8 (at most a second): a request costs no
+// timer, only the sweep count stamped on it.
+func (p *Stdio) sweep(stop <-chan struct{}) {
+	every := min(max(p.CallTimeout/8, time.Millisecond), time.Second)
+	p.mu.Lock()
+	// A request forwarded during sweep n is at least expire-1 steps old at
+	// sweep n+expire.
+	p.expire = uint32((p.CallTimeout+every-1)/every) + 1
+	p.forget = forgetAfter * (p.expire - 1)
+	p.mu.Unlock()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var late []pendingCall
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		late = p.expireCalls(late[:0])
+		if len(late) == 0 {
+			continue
+		}
+		msg := "the MCP server did not answer within " + p.CallTimeout.String()
+		for _, c := range late {
+			p.Logger.Warn("the MCP server did not answer in time; call answered with an error", "method", c.method, "id", string(c.id), "timeout", p.CallTimeout)
+			if c.done != nil {
+				c.done(false)
+			}
+			p.toClient.queue(appendError(nil, c.id, codeUpstreamGone, msg))
+			if c.method != "initialize" {
+				p.toServer.queue(appendCancelled(nil, c.id, "toolgate: no answer within "+p.CallTimeout.String()))
+			}
+		}
+		p.toClient.flush()
+		p.toServer.flush()
+	}
+}
+
+// expireCalls counts a sweep, marks the requests that have waited too long
+// as expired (appending them to late) and forgets those expired long ago.
+func (p *Stdio) expireCalls(late []pendingCall) []pendingCall {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.tick++
+	for key, c := range p.pending {
+		switch {
+		case c.held:
+		case c.expired:
+			if p.tick-c.tick >= p.forget {
+				delete(p.pending, key)
+			}
+		case p.tick-c.tick >= p.expire:
+			late = append(late, c)
+			c.expired, c.done, c.tick = true, nil, p.tick
+			p.pending[key] = c
+		}
+	}
+	return late
+}
+
+// appendCancelled appends the notifications/cancelled for request id.
+func appendCancelled(dst []byte, id json.RawMessage, reason string) []byte {
+	dst = append(dst, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":`...)
+	dst = append(dst, id...)
+	dst = append(dst, `,"reason":`...)
+	dst = appendString(dst, reason)
+	return append(dst, "}}"...)
 }
 
 func appendInt(dst []byte, n int) []byte { return strconv.AppendInt(dst, int64(n), 10) }
