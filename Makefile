@@ -58,6 +58,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./compiler/policy/
 	$(GO) test -run '^$$' -fuzz FuzzCheckJSON -fuzztime $(FUZZTIME) ./runtime/opawasm/
 	$(GO) test -run '^$$' -fuzz FuzzStdioToolsCall -fuzztime $(FUZZTIME) ./runtime/proxy/
+	$(GO) test -run '^$$' -fuzz FuzzStdioClient -fuzztime $(FUZZTIME) ./runtime/proxy/
+	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime $(FUZZTIME) ./runtime/proxy/
 	$(GO) test -run '^$$' -fuzz FuzzHTTPPost -fuzztime $(FUZZTIME) ./runtime/proxy/
 	$(GO) test -run '^$$' -fuzz FuzzMembers -fuzztime $(FUZZTIME) ./runtime/proxy/
 	$(GO) test -run '^$$' -fuzz FuzzGrantsFile -fuzztime $(FUZZTIME) ./runtime/identity/

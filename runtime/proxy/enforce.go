@@ -86,10 +86,10 @@ type callParams struct {
 
 // Why a tools/call's params are refused (-32602).
 const (
-	errNeedName     = "tools/call needs params with a string name"
-	errArgsObject   = "tools/call arguments must be an object"
-	errParamsAmbiguous    = "tools/call params name or arguments appear twice, or spelled in another case: servers differ on which counts, so the proxy cannot decide the call"
-	errNameEncoding = "tools/call name is not valid UTF-8 (or holds an unpaired \\u surrogate escape): servers differ on what it names, so the proxy cannot decide the call"
+	errNeedName        = "tools/call needs params with a string name"
+	errArgsObject      = "tools/call arguments must be an object"
+	errParamsAmbiguous = "tools/call params name or arguments appear twice, or spelled in another case: servers differ on which counts, so the proxy cannot decide the call"
+	errNameEncoding    = "tools/call name is not valid UTF-8 (or holds an unpaired \\u surrogate escape): servers differ on what it names, so the proxy cannot decide the call"
 )
 
 var callParamNames = []string{"name", "arguments"}

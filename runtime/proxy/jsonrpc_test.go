@@ -100,14 +100,14 @@ func TestClassifyKeepsIDNotLine(t *testing.T) {
 
 func TestLooksLikeNotification(t *testing.T) {
 	for line, want := range map[string]bool{
-		`{"jsonrpc":"1.0","method":"x"}`:        true,
-		`{"jsonrpc":"1.0","method":7}`:          true,
-		`{"jsonrpc":"1.0","method":"x","id":1}`: false,
-		`{"jsonrpc":"1.0","method":"x","Id":1}`: false,
+		`{"jsonrpc":"1.0","method":"x"}`:         true,
+		`{"jsonrpc":"1.0","method":7}`:           true,
+		`{"jsonrpc":"1.0","method":"x","id":1}`:  false,
+		`{"jsonrpc":"1.0","method":"x","Id":1}`:  false,
 		`{"jsonrpc":"1.0","id":null,"method":1}`: false,
-		`{"jsonrpc":"1.0"}`:                     false,
-		`[{"method":"x"}]`:                      false,
-		`{"method":`:                            false,
+		`{"jsonrpc":"1.0"}`:                      false,
+		`[{"method":"x"}]`:                       false,
+		`{"method":`:                             false,
 	} {
 		if got := looksLikeNotification([]byte(line)); got != want {
 			t.Errorf("%s: got %v, want %v", line, got, want)
