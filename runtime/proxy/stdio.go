@@ -250,6 +250,19 @@ func (p *Stdio) Run(ctx context.Context, clientIn io.Reader, clientOut io.Writer
 		go p.sweep(stop)
 	}
 
+	if clientErr, serverErr, ok := p.relayPolled(ctx, clientIn, serverIn, serverOut); ok {
+		p.failPending("the MCP server exited before answering")
+		if p.clientClosed.Load() {
+			if clientErr != nil && clientErr != io.EOF {
+				return fmt.Errorf("reading the client: %w", clientErr)
+			}
+			return nil
+		}
+		if serverErr != nil && serverErr != io.EOF {
+			return fmt.Errorf("%w: %v", ErrUpstreamExited, serverErr)
+		}
+		return ErrUpstreamExited
+	}
 	clientDone := make(chan error, 1)
 	go func() {
 		b := &batch{p: p}
