@@ -10,11 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/toolgate/toolgate/internal/statedir"
 )
 
 // Files in a Disk store's folder. They do not clash with the counter store's,
@@ -106,7 +105,7 @@ func OpenDisk(dir string, opts ...Option) (*Disk, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("opening approval store %s: %w", dir, err)
 	}
-	if err := lockDir(dir); err != nil {
+	if err := statedir.Lock(dir, lockName, ErrLocked); err != nil {
 		return nil, fmt.Errorf("opening approval store %s: %w", dir, err)
 	}
 	d := &Disk{
@@ -119,11 +118,11 @@ func OpenDisk(dir string, opts ...Option) (*Disk, error) {
 		done:    make(chan struct{}),
 	}
 	if err := d.replay(); err != nil {
-		unlockDir(dir)
+		statedir.Unlock(dir, lockName)
 		return nil, fmt.Errorf("opening approval store %s: %w", dir, err)
 	}
 	if err := d.compactLocked(); err != nil {
-		unlockDir(dir)
+		statedir.Unlock(dir, lockName)
 		return nil, fmt.Errorf("opening approval store %s: %w", dir, err)
 	}
 	go runSweeper(&d.o, d.Sweep, d.stop, d.done)
@@ -404,7 +403,7 @@ func (d *Disk) Close() error {
 			err = errors.Join(d.file.Sync(), d.file.Close())
 			d.file = nil
 		}
-		if uerr := unlockDir(d.dir); err == nil {
+		if uerr := statedir.Unlock(d.dir, lockName); err == nil {
 			err = uerr
 		}
 		if err != nil {
@@ -590,7 +589,7 @@ func (d *Disk) compactLocked() error {
 		os.Remove(tmp.Name())
 		return err
 	}
-	syncDir(d.dir)
+	statedir.Sync(d.dir)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
 	if d.file != nil {
 		// After the rename, the old handle writes to a file no longer in
@@ -603,67 +602,4 @@ func (d *Disk) compactLocked() error {
 	}
 	d.file, d.size, d.kept = f, int64(len(buf)), int64(len(buf))
 	return nil
-}
-
-func syncDir(dir string) {
-	if f, err := os.Open(dir); err == nil {
-		f.Sync()
-		f.Close()
-	}
-}
-
-// lockDir takes dir's lock file, taking over one whose process is gone.
-func lockDir(dir string) error {
-	path := filepath.Join(dir, lockName)
-	for attempt := 0; attempt < 2; attempt++ {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err == nil {
-			_, err = f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				os.Remove(path)
-			}
-			return err
-		}
-		if !errors.Is(err, os.ErrExist) {
-			return err
-		}
-		raw, rerr := os.ReadFile(path)
-		if rerr != nil {
-			continue // removed meanwhile: try again
-		}
-		pid, perr := strconv.Atoi(strings.TrimSpace(string(raw)))
-		if perr == nil && pid > 0 && alive(pid) {
-			return fmt.Errorf("%w: %s (pid %d); stop that process, or give this one another folder", ErrLocked, path, pid)
-		}
-		// Stale (its process is gone) or torn by a crash: take it over.
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-	}
-	return fmt.Errorf("%w: %s", ErrLocked, path)
-}
-
-func unlockDir(dir string) error {
-	err := os.Remove(filepath.Join(dir, lockName))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	return err
-}
-
-// alive reports whether process pid exists; only a definite "no such
-// process" counts as gone.
-func alive(pid int) bool {
-	if pid == os.Getpid() {
-		return true
-	}
-	p, err := os.FindProcess(pid)
-	if err != nil {
-		return false
-	}
-	err = p.Signal(syscall.Signal(0))
-	return err == nil || !(errors.Is(err, os.ErrProcessDone) || errors.Is(err, syscall.ESRCH))
 }

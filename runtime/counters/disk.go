@@ -4,17 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/toolgate/toolgate/bundles"
+	"github.com/toolgate/toolgate/internal/statedir"
 )
 
 // Files in a Disk store's folder.
@@ -123,7 +122,7 @@ func OpenDisk(dir string, opts DiskOptions) (*Disk, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	if err := lockDir(dir); err != nil {
+	if err := statedir.Lock(dir, lockName, ErrLocked); err != nil {
 		return nil, err
 	}
 	d := &Disk{
@@ -137,11 +136,11 @@ func OpenDisk(dir string, opts DiskOptions) (*Disk, error) {
 		done:  make(chan struct{}),
 	}
 	if err := d.replay(); err != nil {
-		unlockDir(dir)
+		statedir.Unlock(dir, lockName)
 		return nil, err
 	}
 	if err := d.compact(); err != nil {
-		unlockDir(dir)
+		statedir.Unlock(dir, lockName)
 		return nil, err
 	}
 	go d.run()
@@ -202,7 +201,7 @@ func (d *Disk) Close() error {
 				err = cerr
 			}
 		}
-		if uerr := unlockDir(d.dir); err == nil {
+		if uerr := statedir.Unlock(d.dir, lockName); err == nil {
 			err = uerr
 		}
 		d.closeErr = err
@@ -371,7 +370,7 @@ func (d *Disk) compact() error {
 		os.Remove(tmp.Name())
 		return err
 	}
-	syncDir(d.dir)
+	statedir.Sync(d.dir)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
@@ -386,72 +385,6 @@ func (d *Disk) compact() error {
 		d.w.Reset(f)
 	}
 	return nil
-}
-
-func syncDir(dir string) {
-	if f, err := os.Open(dir); err == nil {
-		f.Sync()
-		f.Close()
-	}
-}
-
-// lockDir takes dir's lock file, taking over one whose PID is not running.
-func lockDir(dir string) error {
-	path := filepath.Join(dir, lockName)
-	for attempt := 0; ; attempt++ {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err == nil {
-			_, err = fmt.Fprintf(f, "%d\n", os.Getpid())
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				os.Remove(path)
-			}
-			return err
-		}
-		if !errors.Is(err, os.ErrExist) || attempt > 0 {
-			if errors.Is(err, os.ErrExist) {
-				return fmt.Errorf("%w: %s", ErrLocked, path)
-			}
-			return err
-		}
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			continue // removed meanwhile: try again
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-		if err == nil && pid > 0 && processRunning(pid) {
-			return fmt.Errorf("%w: %s (pid %d)", ErrLocked, path, pid)
-		}
-		// A stale lock (or an unreadable one, e.g. torn by a crash while
-		// it was written): take it over.
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-	}
-}
-
-func unlockDir(dir string) error {
-	err := os.Remove(filepath.Join(dir, lockName))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	return err
-}
-
-// processRunning reports whether pid is a live process. Only a definite
-// "no such process" counts as not running.
-func processRunning(pid int) bool {
-	if pid == os.Getpid() {
-		return true
-	}
-	p, err := os.FindProcess(pid)
-	if err != nil {
-		return false // Windows: no such process
-	}
-	err = p.Signal(syscall.Signal(0))
-	return err == nil || !(errors.Is(err, os.ErrProcessDone) || errors.Is(err, syscall.ESRCH))
 }
 
 var _ io.Closer = (*Disk)(nil)
