@@ -1,9 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
+
+	"github.com/toolgate/toolgate/internal/redisconn"
+	"github.com/toolgate/toolgate/runtime/counters"
 )
 
 // byteSize is a flag holding a size in bytes, written as a whole number with
@@ -39,3 +44,23 @@ func (s *byteSize) Set(v string) error {
 func (s *byteSize) String() string { return strconv.FormatInt(int64(*s), 10) }
 
 func (s *byteSize) Type() string { return "size" }
+
+// redisPasswordEnv names the variable --redis takes the password from.
+const redisPasswordEnv = "TOOLGATE_REDIS_PASSWORD"
+
+// redisOptions reads the --redis URL (see [redisconn.ParseURL]): redis://
+// or rediss:// (TLS), an optional user name, host[:port] and an optional
+// database number. A password in the URL is refused (it would show in
+// process listings and shell history): it comes from
+// TOOLGATE_REDIS_PASSWORD. The caller sets the timeout (--redis-timeout)
+// and the rest.
+func redisOptions(raw string) (counters.RedisOptions, error) {
+	c, err := redisconn.ParseURL(raw)
+	if errors.Is(err, redisconn.ErrPasswordInURL) {
+		return counters.RedisOptions{}, fmt.Errorf("%w; set %s", err, redisPasswordEnv)
+	}
+	if err != nil {
+		return counters.RedisOptions{}, err
+	}
+	return counters.RedisOptions{Addr: c.Addr, Username: c.Username, Password: os.Getenv(redisPasswordEnv), DB: c.DB, TLS: c.TLS}, nil
+}

@@ -3,18 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -447,45 +443,4 @@ func openCounters(cmd *cobra.Command, pf *proxyFlags, logger *slog.Logger) (prox
 			logger.Error("saving the counter state", "dir", dir, "err", err)
 		}
 	}, nil
-}
-
-// redisOptions reads a Redis URL: redis:// or rediss:// (TLS), an optional
-// user name, host:port and an optional database number. A password in the
-// URL is refused (it would show in process listings and shell history):
-// it comes from TOOLGATE_REDIS_PASSWORD.
-func redisOptions(raw string) (counters.RedisOptions, error) {
-	var o counters.RedisOptions
-	u, err := url.Parse(raw)
-	if err != nil {
-		return o, errors.New("not a URL such as redis://127.0.0.1:6379/0")
-	}
-	switch u.Scheme {
-	case "redis":
-	case "rediss":
-		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
-	default:
-		return o, fmt.Errorf("scheme %q: want redis:// or rediss://", u.Scheme)
-	}
-	if u.Host == "" {
-		return o, errors.New("no host; want redis://HOST:PORT")
-	}
-	o.Addr = u.Host
-	if u.Port() == "" {
-		o.Addr = net.JoinHostPort(u.Hostname(), "6379")
-	}
-	if u.User != nil {
-		if _, has := u.User.Password(); has {
-			return o, errors.New("do not put the password in the URL; set TOOLGATE_REDIS_PASSWORD")
-		}
-		o.Username = u.User.Username()
-	}
-	if db := strings.Trim(u.Path, "/"); db != "" {
-		n, err := strconv.Atoi(db)
-		if err != nil || n < 0 {
-			return o, fmt.Errorf("database %q: want a number", db)
-		}
-		o.DB = n
-	}
-	o.Password = os.Getenv("TOOLGATE_REDIS_PASSWORD")
-	return o, nil
 }

@@ -7,14 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/toolgate/toolgate/internal/redisconn"
 )
 
 // Defaults for [RedisOptions] and the Redis store.
@@ -45,7 +44,7 @@ type RedisOptions struct {
 	Addr string
 	// Username and Password authenticate to the server (an empty Username
 	// with a Password is the "default" user); empty: no AUTH. Password is
-	// never logged or put in an error.
+	// never logged or put in an error; String and LogValue leave it out.
 	Username string
 	Password string
 	// DB is the database number; zero is database 0.
@@ -62,24 +61,19 @@ type RedisOptions struct {
 	Timeout time.Duration
 }
 
-func (o *RedisOptions) validate() error {
-	var errs []error
-	switch {
-	case o.Addr == "":
-		errs = append(errs, errors.New("redis approval store: no address; give the Redis server as host:port"))
-	case strings.HasPrefix(o.Addr, "/"):
-	default:
-		if _, port, err := net.SplitHostPort(o.Addr); err != nil || port == "" {
-			errs = append(errs, fmt.Errorf("redis approval store: address %q is not host:port (or a socket path starting with /)", o.Addr))
-		}
-	}
-	if o.DB < 0 {
-		errs = append(errs, fmt.Errorf("redis approval store: database %d is negative", o.DB))
-	}
-	if o.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("redis approval store: timeout %s is negative; use 0 for the default of %s", o.Timeout, DefaultRedisTimeout))
-	}
-	return errors.Join(errs...)
+// String describes the options without the password.
+func (o RedisOptions) String() string {
+	return fmt.Sprintf("%s key_prefix=%q", o.conn(), o.KeyPrefix)
+}
+
+// LogValue describes the options to slog without the password.
+func (o RedisOptions) LogValue() slog.Value {
+	return slog.GroupValue(append(o.conn().LogAttrs(), slog.String("key_prefix", o.KeyPrefix))...)
+}
+
+// conn is the connection part of o.
+func (o RedisOptions) conn() redisconn.Options {
+	return redisconn.Options{Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB, TLS: o.TLS, Timeout: o.Timeout}
 }
 
 // Redis is the approval store shared by proxy replicas through one Redis
@@ -139,7 +133,7 @@ var _ Store = (*Redis)(nil)
 // server once: one that cannot be reached yet is logged, not an error;
 // operations fail until it can. Call Close to release the connections.
 func OpenRedis(cfg RedisOptions, opts ...Option) (*Redis, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.conn().Validate("redis approval store", DefaultRedisTimeout); err != nil {
 		return nil, err
 	}
 	if cfg.KeyPrefix == "" {
@@ -148,29 +142,10 @@ func OpenRedis(cfg RedisOptions, opts ...Option) (*Redis, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultRedisTimeout
 	}
-	var tlsConfig *tls.Config
-	if cfg.TLS != nil {
-		tlsConfig = cfg.TLS.Clone()
-	}
 	r := &Redis{
-		client: redis.NewClient(&redis.Options{
-			Addr:                     cfg.Addr,
-			Username:                 cfg.Username,
-			Password:                 cfg.Password,
-			DB:                       cfg.DB,
-			TLSConfig:                tlsConfig,
-			Protocol:                 2,
-			DisableIdentity:          true,
-			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-			// Never resend: a script that reached the server may have run.
-			MaxRetries:            -1,
-			DialerRetries:         1,
-			DialTimeout:           cfg.Timeout,
-			ReadTimeout:           cfg.Timeout,
-			WriteTimeout:          cfg.Timeout,
-			PoolTimeout:           cfg.Timeout,
-			ContextTimeoutEnabled: true,
-		}),
+		// The client never resends a command: a script that reached the
+		// server may have run.
+		client:  redisconn.NewClient(cfg.conn()),
 		prefix:  cfg.KeyPrefix,
 		channel: cfg.KeyPrefix + "events",
 		timeout: cfg.Timeout,
@@ -775,19 +750,4 @@ func msTime(s string) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(ms).UTC()
-}
-
-var _ slog.LogValuer = RedisOptions{}
-
-// LogValue describes the options to slog without the password.
-func (o RedisOptions) LogValue() slog.Value {
-	pw := "none"
-	if o.Password != "" {
-		pw = "set"
-	}
-	return slog.GroupValue(
-		slog.String("addr", o.Addr), slog.String("username", o.Username), slog.String("password", pw),
-		slog.Int("db", o.DB), slog.Bool("tls", o.TLS != nil), slog.String("key_prefix", o.KeyPrefix),
-		slog.Duration("timeout", o.Timeout),
-	)
 }

@@ -3,21 +3,18 @@ package counters
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/toolgate/toolgate/bundles"
+	"github.com/toolgate/toolgate/internal/redisconn"
 )
 
 // Defaults for [RedisOptions].
@@ -75,51 +72,20 @@ type RedisOptions struct {
 
 // String describes the options without the password.
 func (o RedisOptions) String() string {
-	return fmt.Sprintf("redis addr=%s username=%q password=%s db=%d tls=%t key_prefix=%q timeout=%s fail_open=%t",
-		o.Addr, o.Username, redacted(o.Password), o.DB, o.TLS != nil, o.KeyPrefix, o.Timeout, o.FailOpen)
+	return fmt.Sprintf("%s key_prefix=%q fail_open=%t", o.conn(), o.KeyPrefix, o.FailOpen)
 }
 
 // LogValue describes the options to slog without the password.
 func (o RedisOptions) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.String("addr", o.Addr),
-		slog.String("username", o.Username),
-		slog.String("password", redacted(o.Password)),
-		slog.Int("db", o.DB),
-		slog.Bool("tls", o.TLS != nil),
+	return slog.GroupValue(append(o.conn().LogAttrs(),
 		slog.String("key_prefix", o.KeyPrefix),
-		slog.Duration("timeout", o.Timeout),
 		slog.Bool("fail_open", o.FailOpen),
-	)
+	)...)
 }
 
-func redacted(secret string) string {
-	if secret == "" {
-		return "none"
-	}
-	return "set"
-}
-
-// validate returns every problem with o, joined. It never quotes Password.
-func (o *RedisOptions) validate() error {
-	var errs []error
-	switch {
-	case o.Addr == "":
-		errs = append(errs, errors.New("redis counter store: no address; give the Redis server as host:port"))
-	case strings.HasPrefix(o.Addr, "/"):
-		// A Unix socket.
-	default:
-		if _, port, err := net.SplitHostPort(o.Addr); err != nil || port == "" {
-			errs = append(errs, fmt.Errorf("redis counter store: address %q is not host:port (or a socket path starting with /)", o.Addr))
-		}
-	}
-	if o.DB < 0 {
-		errs = append(errs, fmt.Errorf("redis counter store: database %d is negative", o.DB))
-	}
-	if o.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("redis counter store: timeout %s is negative; use 0 for the default of %s", o.Timeout, DefaultRedisTimeout))
-	}
-	return errors.Join(errs...)
+// conn is the connection part of o.
+func (o RedisOptions) conn() redisconn.Options {
+	return redisconn.Options{Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB, TLS: o.TLS, Timeout: o.Timeout}
 }
 
 // Redis is a counter store kept in a Redis server, so that several proxy
@@ -184,10 +150,10 @@ type Redis struct {
 // to slog.Default() at Debug level instead, so that an outage is logged by
 // the store's own rate-limited lines.
 func OpenRedis(opts RedisOptions) (*Redis, error) {
-	if err := opts.validate(); err != nil {
+	if err := opts.conn().Validate("redis counter store", DefaultRedisTimeout); err != nil {
 		return nil, err
 	}
-	quietRedisLog.Do(func() { redis.SetLogger(redisLog{}) })
+	redisconn.QuietLibraryLog()
 	if opts.KeyPrefix == "" {
 		opts.KeyPrefix = DefaultRedisKeyPrefix
 	}
@@ -197,33 +163,10 @@ func OpenRedis(opts RedisOptions) (*Redis, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	var tlsConfig *tls.Config
-	if opts.TLS != nil {
-		tlsConfig = opts.TLS.Clone()
-	}
 	r := &Redis{
-		client: redis.NewClient(&redis.Options{
-			Addr:      opts.Addr,
-			Username:  opts.Username,
-			Password:  opts.Password,
-			DB:        opts.DB,
-			TLSConfig: tlsConfig,
-			// RESP2 and no CLIENT SETINFO or maintenance handshake: the
-			// commands used here need nothing more, and every server and
-			// managed service speaks it.
-			Protocol:                 2,
-			DisableIdentity:          true,
-			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-			// Never resend a command: a script that reached the server may
-			// have run, and running it again would count a call twice.
-			MaxRetries:            -1,
-			DialerRetries:         1,
-			DialTimeout:           opts.Timeout,
-			ReadTimeout:           opts.Timeout,
-			WriteTimeout:          opts.Timeout,
-			PoolTimeout:           opts.Timeout,
-			ContextTimeoutEnabled: true,
-		}),
+		// The client never resends a command: a script that reached the
+		// server may have run, and running it again would count a call twice.
+		client:   redisconn.NewClient(opts.conn()),
 		prefix:   opts.KeyPrefix,
 		timeout:  opts.Timeout,
 		failOpen: opts.FailOpen,
@@ -233,21 +176,6 @@ func OpenRedis(opts RedisOptions) (*Redis, error) {
 		r.log.Warn("redis counter store not reachable yet", "addr", opts.Addr, "fail_open", opts.FailOpen, "err", err)
 	}
 	return r, nil
-}
-
-var quietRedisLog sync.Once
-
-// redisLog is go-redis's process-wide log, sent to slog.Default() at Debug
-// level.
-type redisLog struct{}
-
-func (redisLog) Printf(ctx context.Context, format string, v ...any) {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	if l := slog.Default(); l.Enabled(ctx, slog.LevelDebug) {
-		l.Log(ctx, slog.LevelDebug, fmt.Sprintf(format, v...), "from", "go-redis")
-	}
 }
 
 // Ping checks that the server answers within Timeout (and ctx).
