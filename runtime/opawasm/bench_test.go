@@ -20,7 +20,7 @@ var benchInput = bundles.Input{
 // TestEvalAllocs holds a whole decision (check, encode, evaluate, decode) to
 // at most 10 allocations.
 func TestEvalAllocs(t *testing.T) {
-	m := mustCompile(t, fixture(t, "simple"))
+	m := mustCompile(t, fixture(t, "simple"), WithDecisionMemo(0, 0))
 	ctx := context.Background()
 	for _, tt := range []struct {
 		name string
@@ -44,7 +44,7 @@ func TestEvalAllocs(t *testing.T) {
 
 // BenchmarkEval is a whole decision: check, encode, evaluate, decode.
 func BenchmarkEval(b *testing.B) {
-	m := mustCompile(b, fixture(b, "simple"))
+	m := mustCompile(b, fixture(b, "simple"), WithDecisionMemo(0, 0))
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -57,7 +57,7 @@ func BenchmarkEval(b *testing.B) {
 // BenchmarkEvalGuarded is BenchmarkEval on the guarded path (termination
 // checks and a deadline goroutine per call).
 func BenchmarkEvalGuarded(b *testing.B) {
-	m := mustCompile(b, fixture(b, "simple"), WithGuardThreshold(0))
+	m := mustCompile(b, fixture(b, "simple"), WithGuardThreshold(0), WithDecisionMemo(0, 0))
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -69,7 +69,7 @@ func BenchmarkEvalGuarded(b *testing.B) {
 
 // BenchmarkEvalParallel is BenchmarkEval from GOMAXPROCS goroutines.
 func BenchmarkEvalParallel(b *testing.B) {
-	m := mustCompile(b, fixture(b, "simple"))
+	m := mustCompile(b, fixture(b, "simple"), WithDecisionMemo(0, 0))
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -91,7 +91,7 @@ func BenchmarkRawOpaEval(b *testing.B) {
 			name = "guarded"
 		}
 		b.Run(name, func(b *testing.B) {
-			m := mustCompile(b, fixture(b, "simple"))
+			m := mustCompile(b, fixture(b, "simple"), WithDecisionMemo(0, 0))
 			v := m.fast
 			if guarded {
 				v = m.guarded

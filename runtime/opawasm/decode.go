@@ -26,11 +26,18 @@ func decodeResultInterned(b []byte, d *bundles.Decision, in *interner, compact *
 	if p.resultSet(d) && p.end() {
 		return checkDecision(d)
 	}
-	*d = bundles.Decision{}
+	// The slow paths hand their decision to encoding/json, which moves it to
+	// the heap: decode into a variable of their own so that d stays where
+	// the caller keeps it (no allocation per call on the fast path).
+	slow := new(bundles.Decision)
+	var err error
 	if compact != nil {
-		return decodeCompactSlow(b, d, compact)
+		err = decodeCompactSlow(b, slow, compact)
+	} else {
+		err = decodeResultSlow(b, slow)
 	}
-	return decodeResultSlow(b, d)
+	*d = *slow
+	return err
 }
 
 // decodeCompactSlow decodes a compact result with encoding/json.

@@ -29,7 +29,7 @@ func benchBundle(tb testing.TB, file string) *Module {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m, err := Compile(context.Background(), b.Wasm, b.Data, BundleOptions(&b.Manifest)...)
+	m, err := Compile(context.Background(), b.Wasm, b.Data, append(BundleOptions(&b.Manifest), WithDecisionMemo(0, 0))...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func BenchmarkLargeArguments(b *testing.B) {
 		name string
 		opts []Option
 	}{{"projected", BundleOptions(&bd.Manifest)}, {"whole", nil}} {
-		m, err := Compile(context.Background(), bd.Wasm, bd.Data, tc.opts...)
+		m, err := Compile(context.Background(), bd.Wasm, bd.Data, append(tc.opts, WithDecisionMemo(0, 0))...)
 		if err != nil {
 			b.Fatal(err)
 		}

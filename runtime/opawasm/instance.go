@@ -39,6 +39,7 @@ type instance struct {
 	buf      []byte    // the encoded input
 	args     []byte    // the projected arguments
 	intern   *interner // strings and limits of this instance's decisions
+	memoHits uint64    // decisions this instance took from the module's memo
 }
 
 // newInstance instantiates the policy of v and parses data into it.

@@ -27,7 +27,9 @@ type Module struct {
 	// fast runs inputs up to the guard threshold with no termination checks;
 	// guarded runs larger inputs under a deadline.
 	fast, guarded *variant
-	closed        atomic.Bool
+	// memo remembers recent decisions by encoded input; nil when off.
+	memo   *memo
+	closed atomic.Bool
 }
 
 // variant is the policy compiled by one wazero runtime, and the idle
@@ -49,6 +51,7 @@ type variant struct {
 // [ErrInvalidData] or [ErrMemoryLimit]. The caller must Close the Module.
 func Compile(ctx context.Context, wasm, data []byte, opts ...Option) (*Module, error) {
 	m := &Module{o: newOptions(opts), data: bytes0(data)}
+	m.memo = newMemo(m.o.memoSlots, m.o.memoMaxInput)
 	wazeroReady.Do(warmWazero)
 	var wg sync.WaitGroup
 	var errFast, errGuarded error
@@ -240,6 +243,10 @@ func (m *Module) check(ctx context.Context) error {
 // An error means the policy could not decide and the caller must deny; it
 // wraps one of the package's sentinel errors (or ctx's error). Eval is safe
 // for concurrent use.
+//
+// The decision's slices and pointers (Counters, Approval, Shadow) may be
+// shared with other calls' decisions (see [WithDecisionMemo]): callers read
+// them and never modify them.
 func (m *Module) Eval(ctx context.Context, in *bundles.Input) (bundles.Decision, error) {
 	var d bundles.Decision
 	if err := m.checkInput(in); err != nil {
@@ -266,25 +273,37 @@ func (m *Module) Eval(ctx context.Context, in *bundles.Input) (bundles.Decision,
 		return d, fmt.Errorf("%w: %d bytes, the limit is %d", ErrInputTooLarge, len(inst.buf), m.o.maxInputBytes)
 	}
 	if len(inst.buf) > m.o.guardThreshold {
-		return m.evalGuarded(ctx, inst, &d)
+		return m.evalGuarded(ctx, inst)
+	}
+	var hash uint64
+	if m.memo != nil {
+		var hit bool
+		if d, hash, hit = m.memo.lookup(inst.buf); hit {
+			inst.memoHits++
+			m.give(v, inst)
+			return d, nil
+		}
 	}
 	res, err := inst.run(ctx, m.entrypoint)
 	if err != nil {
 		inst.close()
 		return d, err
 	}
-	err = decodeResultInterned(res, &d, inst.intern, m.o.compact)
+	if err = decodeResultInterned(res, &d, inst.intern, m.o.compact); err == nil && m.memo != nil {
+		m.memo.store(inst.buf, hash, d)
+	}
 	m.give(v, inst)
 	return d, err
 }
 
 // evalGuarded moves the encoded input from fast (which goes back to its
 // pool) to a guarded instance and evaluates it under the deadline.
-func (m *Module) evalGuarded(ctx context.Context, fast *instance, d *bundles.Decision) (bundles.Decision, error) {
+func (m *Module) evalGuarded(ctx context.Context, fast *instance) (bundles.Decision, error) {
+	var d bundles.Decision
 	g, err := m.take(ctx, m.guarded)
 	if err != nil {
 		m.give(m.fast, fast)
-		return *d, err
+		return d, err
 	}
 	g.buf, fast.buf = fast.buf, g.buf
 	m.give(m.fast, fast)
@@ -293,11 +312,11 @@ func (m *Module) evalGuarded(ctx context.Context, fast *instance, d *bundles.Dec
 	res, err := g.run(ctx, m.entrypoint)
 	if err != nil {
 		g.close()
-		return *d, err
+		return d, err
 	}
-	err = decodeResultInterned(res, d, g.intern, m.o.compact)
+	err = decodeResultInterned(res, &d, g.intern, m.o.compact)
 	m.give(m.guarded, g)
-	return *d, err
+	return d, err
 }
 
 func (m *Module) take(ctx context.Context, v *variant) (*instance, error) {

@@ -36,6 +36,8 @@ type options struct {
 	maxArgumentBytes int
 	projection       *projection
 	compact          *bundles.Compact
+	memoSlots        int
+	memoMaxInput     int
 }
 
 func newOptions(opts []Option) options {
@@ -47,6 +49,8 @@ func newOptions(opts []Option) options {
 		timeout:          DefaultTimeout,
 		maxIdle:          max(16, 4*runtime.GOMAXPROCS(0)),
 		maxArgumentBytes: DefaultMaxArgumentBytes,
+		memoSlots:        DefaultMemoSlots,
+		memoMaxInput:     DefaultMemoMaxInput,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -172,4 +176,16 @@ func BundleOptions(m *bundles.Manifest) []Option {
 // shared by every decision.
 func WithCompact(c *bundles.Compact) Option {
 	return func(o *options) { o.compact = c }
+}
+
+// WithDecisionMemo sets how many recent decisions the module remembers, and
+// the largest encoded input (after the argument projection) it remembers
+// one for; default [DefaultMemoSlots] decisions of inputs up to
+// [DefaultMemoMaxInput] bytes, at most about 1.3 MiB. An input seen again,
+// byte for byte, is answered without running Wasm: the policy is a pure
+// function of its input. A tool the policy always denies, or a call whose
+// arguments the policy does not read, is then decided in a hash lookup.
+// slots ≤ 0 turns the memo off.
+func WithDecisionMemo(slots, maxInputBytes int) Option {
+	return func(o *options) { o.memoSlots, o.memoMaxInput = slots, maxInputBytes }
 }

@@ -34,11 +34,20 @@ func setup(tb testing.TB, sources []policy.Source) []subject {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	mod, err := opawasm.Compile(ctx, b.Wasm, b.Data, opawasm.BundleOptions(&b.Manifest)...)
+	// "toolgate" evaluates every call (the decision memo is off: a benchmark
+	// repeats one input, which the memo would answer without Wasm);
+	// "toolgate-memo" is the default, answering the repeated input from the
+	// memo.
+	mod, err := opawasm.Compile(ctx, b.Wasm, b.Data, append(opawasm.BundleOptions(&b.Manifest), opawasm.WithDecisionMemo(0, 0))...)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(mod.Close)
+	memoMod, err := opawasm.Compile(ctx, b.Wasm, b.Data, opawasm.BundleOptions(&b.Manifest)...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(memoMod.Close)
 	var data map[string]any
 	dec := json.NewDecoder(bytes.NewReader(b.Data))
 	dec.UseNumber()
@@ -97,6 +106,7 @@ func setup(tb testing.TB, sources []policy.Source) []subject {
 		{"toolgate", mod.Eval},
 		{"opa-topdown", viaOPA(prepare())},
 		{"opa-wasm-sdk", viaOPA(prepare(rego.Target("wasm")))},
+		{"toolgate-memo", memoMod.Eval},
 	}
 }
 
