@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"log/slog"
 	"strings"
@@ -127,8 +128,43 @@ func (p *Policy) Decide(ctx context.Context, in *bundles.Input) Verdict {
 	return p.decide(ctx, in, p.approvalMode == ApprovalHold)
 }
 
-// newDecisionID returns a random decision id.
-func newDecisionID() string { return rand.Text() }
+// Decision ids are 26 characters of Crockford's base32 (whose order is the
+// order of the numbers it writes): 64 random bits drawn once per process,
+// then a sequence number. They are unique across processes with
+// overwhelming probability and sort in order within one; they name a
+// decision in logs and answers and are not secrets (approval ids, which
+// are, stay fully random). One atomic add per call instead of a crypto/rand
+// draw.
+var (
+	decisionIDPrefix = appendBase32(nil, randomUint64())
+	decisionIDSeq    atomic.Uint64
+)
+
+const base32Alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+// appendBase32 appends n as 13 characters of base32Alphabet.
+func appendBase32(dst []byte, n uint64) []byte {
+	var b [13]byte
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = base32Alphabet[n&31]
+		n >>= 5
+	}
+	return append(dst, b[:]...)
+}
+
+func randomUint64() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails on supported systems (crypto/rand)
+	return binary.BigEndian.Uint64(b[:])
+}
+
+// newDecisionID returns a new decision id.
+func newDecisionID() string {
+	var b [26]byte
+	copy(b[:13], decisionIDPrefix)
+	appendBase32(b[:13], decisionIDSeq.Add(1))
+	return string(b[:])
+}
 
 // decide is Decide; hold says whether a call needing approval is held.
 func (p *Policy) decide(ctx context.Context, in *bundles.Input, hold bool) Verdict {

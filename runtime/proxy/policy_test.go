@@ -251,3 +251,20 @@ func TestPolicyAuditArguments(t *testing.T) {
 		t.Fatalf("arguments not on the line: %s", data)
 	}
 }
+
+// TestDecisionIDs: ids are distinct, 26 base32 characters, share this
+// process's prefix and grow in order.
+func TestDecisionIDs(t *testing.T) {
+	seen := map[string]bool{}
+	prev := ""
+	for range 10000 {
+		id := newDecisionID()
+		if len(id) != 26 || strings.Trim(id, base32Alphabet) != "" {
+			t.Fatalf("id %q is not 26 base32 characters", id)
+		}
+		if seen[id] || id <= prev || id[:13] != string(decisionIDPrefix) {
+			t.Fatalf("id %q after %q: repeated, out of order or with another prefix", id, prev)
+		}
+		seen[id], prev = true, id
+	}
+}
