@@ -97,6 +97,9 @@ type bridgeExchange struct {
 	watch    uint8
 	done     func(ok bool)
 	answered bool
+	// sent is set once the request is written to the server: from then on,
+	// a call whose answer is not seen counts (see [outcomeUnknown]).
+	sent atomic.Bool
 }
 
 func (x *bridgeExchange) finish(ok bool) {
@@ -255,7 +258,7 @@ func (b *Bridge) headers(h http.Header) {
 // post sends one client message and relays the answer. It closes sent (when
 // not nil) once the request is written, or has failed.
 func (b *Bridge) post(ctx context.Context, body []byte, x *bridgeExchange, sent chan struct{}) {
-	defer x.finish(false) // a call whose answer was not seen is rolled back
+	defer func() { x.finish(outcomeUnknown(x.sent.Load())) }()
 	signal := func() {}
 	if sent != nil {
 		signal = sync.OnceFunc(func() { close(sent) })
@@ -267,7 +270,10 @@ func (b *Bridge) post(ctx context.Context, body []byte, x *bridgeExchange, sent 
 		reqCtx, cancel = context.WithTimeout(ctx, b.CallTimeout)
 		defer cancel()
 	}
-	traced := httptrace.WithClientTrace(reqCtx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { signal() }})
+	traced := httptrace.WithClientTrace(reqCtx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
+		x.sent.Store(true)
+		signal()
+	}})
 	req, err := http.NewRequestWithContext(traced, http.MethodPost, b.target, bytes.NewReader(body))
 	if err != nil {
 		b.failed(x, reqCtx, err)
@@ -349,7 +355,7 @@ func (b *Bridge) failed(x *bridgeExchange, ctx context.Context, err error) {
 		return
 	}
 	x.answered = true
-	x.finish(false)
+	x.finish(outcomeUnknown(x.sent.Load()))
 	if b.closing.Load() {
 		return // the client has gone
 	}

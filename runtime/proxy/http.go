@@ -380,7 +380,8 @@ func (x *exchange) answer(w http.ResponseWriter, status int, msg []byte) {
 var noCatalog Catalog
 
 func (h *HTTP) forward(w http.ResponseWriter, x *exchange, body []byte) {
-	defer x.finish(false) // a call whose answer was not seen is rolled back
+	sent := false // the request may have reached the server
+	defer func() { x.finish(outcomeUnknown(sent)) }()
 	x.ctx = x.r.Context()
 	if h.CallTimeout > 0 {
 		var cancel context.CancelFunc
@@ -394,6 +395,7 @@ func (h *HTTP) forward(w http.ResponseWriter, x *exchange, body []byte) {
 	}
 	h.headers(out.Header, x.r.Header)
 	resp, err := h.send(out)
+	sent = err == nil || !neverSent(err)
 	if err != nil {
 		h.upstreamFailed(w, x, err)
 		return
@@ -406,6 +408,7 @@ func (h *HTTP) forward(w http.ResponseWriter, x *exchange, body []byte) {
 		h.sessions.drop(x.sid) // the server ended the session
 	case resp.StatusCode >= 500 && x.kind == kindRequest:
 		h.log.Warn("the MCP server failed a request", "status", resp.StatusCode)
+		x.finish(false) // the server says the call failed
 		drain(resp.Body)
 		x.answer(w, http.StatusOK, appendError(nil, x.id, codeUpstreamGone,
 			"the MCP server failed: HTTP "+strconv.Itoa(resp.StatusCode)+" "+http.StatusText(resp.StatusCode)))
@@ -420,6 +423,7 @@ func (h *HTTP) forward(w http.ResponseWriter, x *exchange, body []byte) {
 	case x.events != nil:
 		h.intoEvents(w, resp, x, ct)
 	case !ok:
+		x.finish(false) // the server refused the call
 		h.pass(w, resp)
 	case ct == "text/event-stream":
 		h.relay(w, resp, x)

@@ -767,7 +767,7 @@ func TestHTTPCallTimeout(t *testing.T) {
 				t.Errorf("steps %d: the error came after %v", steps, elapsed)
 			}
 		}
-		p.waitDone(t, "slow", false, false)
+		p.waitDone(t, "slow", true, true) // the server got the calls: they count
 		// The session still works.
 		if res, err := hpCall(t, cs, "read_file", map[string]any{"path": "/srv/a"}); err != nil || upResultText(res) != "read /srv/a" {
 			t.Fatalf("after the timeouts: got %v, %v", res, err)

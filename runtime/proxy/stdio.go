@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"fmt"
 	"io"
 	"log/slog"
@@ -36,9 +37,10 @@ type Verdict struct {
 	Rule       string
 	Bundle     string
 	// Done, when set on an allowed call, is called once with the upstream
-	// outcome: ok is false for a JSON-RPC error response, or when the
-	// server exits before answering, or does not answer within
-	// [Stdio.CallTimeout]. It commits or rolls back counters.
+	// outcome: ok is false when the server answers with a JSON-RPC error
+	// (or an HTTP error status), or never got the call; true when it
+	// answers with a result, and when the outcome is unknown (see
+	// [outcomeUnknown]). It commits (true) or rolls back (false) counters.
 	Done func(ok bool)
 	// Approval, on a call that is not allowed, says it waits for a
 	// person's approval (async mode): the transport answers with a JSON-RPC
@@ -97,7 +99,7 @@ type Stdio struct {
 	MaxLine int
 	// CallTimeout, when positive, bounds how long a forwarded request waits
 	// for the server: past it the client gets a JSON-RPC error (-32000), an
-	// allowed call's counters roll back (Done(false)), and the server gets
+	// allowed call's counters count (Done(true): see [outcomeUnknown]), and the server gets
 	// notifications/cancelled for it (not for initialize, which MCP does not
 	// let a client cancel). The server's late answer, if it comes within 16
 	// CallTimeouts, is dropped, and until then the request's id stays in
@@ -303,7 +305,7 @@ func (p *Stdio) failPending(msg string) {
 			continue // answered already
 		}
 		if c.done != nil {
-			c.done(false)
+			c.done(outcomeUnknown(true))
 		}
 		p.toClient.write(appendError(nil, c.id, codeUpstreamGone, msg))
 	}
@@ -539,7 +541,7 @@ func (p *Stdio) fromServer(ctx context.Context, b *batch, line []byte, tooLong b
 				}
 				p.Logger.Warn("malformed server response", "code", code, "method", c.method)
 				if c.done != nil {
-					c.done(false)
+					c.done(outcomeUnknown(true))
 				}
 				return b.toClientAppend(func(dst []byte) []byte {
 					return appendError(dst, c.id, codeUpstreamGone, "the MCP server sent a malformed response")
@@ -608,7 +610,7 @@ func (p *Stdio) sweep(stop <-chan struct{}) {
 		for _, c := range late {
 			p.Logger.Warn("the MCP server did not answer in time; call answered with an error", "method", c.method, "id", string(c.id), "timeout", p.CallTimeout)
 			if c.done != nil {
-				c.done(false)
+				c.done(outcomeUnknown(true))
 			}
 			p.toClient.queue(appendError(nil, c.id, codeUpstreamGone, msg))
 			if c.method != "initialize" {
@@ -654,3 +656,21 @@ func appendCancelled(dst []byte, id json.RawMessage, reason string) []byte {
 func appendInt(dst []byte, n int) []byte { return strconv.AppendInt(dst, int64(n), 10) }
 
 func appendString(dst []byte, s string) []byte { return bundles.AppendString(dst, s) }
+
+// outcomeUnknown is the outcome given to a call the server never answered
+// (it ran out of time, the server exited or sent a malformed answer, the
+// client or the proxy went away): if the request may have reached the
+// server (sent), the call counts against its limits, since the server may
+// have run it or still be running it, and a limit such calls slipped past
+// would be no limit; a call that never left the proxy spends nothing. Only
+// the server's own word that the call failed (a JSON-RPC error, an HTTP
+// error status) rolls back a call it was given (spec §4: a failed call
+// spends no quota).
+func outcomeUnknown(sent bool) (commit bool) { return sent }
+
+// neverSent reports whether err, from sending a request to the server,
+// means the request never left: the connection could not be made.
+func neverSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}

@@ -255,14 +255,14 @@ func TestServerFaults(t *testing.T) {
 	})
 
 	t.Run("malformed response", func(t *testing.T) {
-		// fault_badresponse is limited to one a minute; a malformed answer
-		// is a failed call, so the second call reaches the server too.
-		for i := 0; i < 2; i++ {
-			r := p.callTool("fault_badresponse", "")
-			if r.Error == nil || r.Error.Code != -32000 {
-				t.Errorf("call %d: got %.300s, want -32000 for the malformed response", i+1, r.raw)
-			}
+		// fault_badresponse is limited to one a day; a malformed answer
+		// does not say the call failed, so it counts and the second call
+		// is refused by the limit.
+		r := p.callTool("fault_badresponse", "")
+		if r.Error == nil || r.Error.Code != -32000 {
+			t.Errorf("got %.300s, want -32000 for the malformed response", r.raw)
 		}
+		expectRateLimited(t, p, "fault_badresponse", "1 per day")
 		expectServing(t, p, "a malformed response")
 	})
 }
@@ -301,31 +301,41 @@ func TestUpstreamCrashMidCall(t *testing.T) {
 	}
 }
 
-// TestUpstreamHang needs the proxy's --upstream-timeout flag: a call the
-// server never answers gets a JSON-RPC error after the timeout, its quota
-// is not spent (fault_hang is limited to one a minute, and the second call
-// times out too rather than being refused), and the proxy keeps serving.
+// TestUpstreamHang: a call the server never answers gets a JSON-RPC error
+// after --upstream-timeout and counts against its limit (the server may
+// still run it): fault_hang is limited to one a day, so the second call is
+// refused at once by the policy. The proxy keeps serving.
 func TestUpstreamHang(t *testing.T) {
-	help, _ := exec.Command(toolgate, "proxy", "--help").CombinedOutput()
-	if !bytes.Contains(help, []byte("--upstream-timeout")) {
-		t.Skip("toolgate proxy has no --upstream-timeout flag yet")
-	}
 	p := faultProxy(t, "--upstream-timeout", "500ms")
-	for i := 0; i < 2; i++ {
-		start := time.Now()
-		p.nextID++
-		id := fmt.Sprint(p.nextID)
-		p.send([]byte(`{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"fault_hang"}}`))
-		r, err := p.await(id, 10*time.Second)
-		if err != nil {
-			t.Fatalf("call %d: %v (the server never answers it; --upstream-timeout 500ms should have)", i+1, err)
-		}
-		if r.Error == nil {
-			t.Errorf("call %d: got %.300s, want a JSON-RPC error for the call the server never answered", i+1, r.raw)
-		}
-		if d := time.Since(start); d < 400*time.Millisecond {
-			t.Errorf("call %d: the error came after %v, before the 500ms timeout", i+1, d)
-		}
+	start := time.Now()
+	p.nextID++
+	id := fmt.Sprint(p.nextID)
+	p.send([]byte(`{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"fault_hang"}}`))
+	r, err := p.await(id, 10*time.Second)
+	if err != nil {
+		t.Fatalf("%v (the server never answers the call; --upstream-timeout 500ms should have)", err)
 	}
+	if r.Error == nil || !strings.Contains(r.Error.Message, "did not answer within 500ms") {
+		t.Errorf("got %.300s, want a JSON-RPC error for the call the server never answered", r.raw)
+	}
+	if d := time.Since(start); d < 400*time.Millisecond {
+		t.Errorf("the error came after %v, before the 500ms timeout", d)
+	}
+	expectRateLimited(t, p, "fault_hang", "1 per day")
 	expectServing(t, p, "a hung call")
+}
+
+// expectRateLimited checks that a call of tool is denied by its rate limit
+// (whose message names limit), answered by the proxy at once.
+func expectRateLimited(t *testing.T, p *rawProxy, tool, limit string) {
+	t.Helper()
+	start := time.Now()
+	r := p.callTool(tool, "")
+	c, ok := r.callResult()
+	if !ok || !c.IsError || !strings.Contains(c.text(), "Rate limit of "+limit+" reached") {
+		t.Errorf("second %s call: got %.300s, want the rate limit's denial (the first call counts)", tool, r.raw)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("second %s call: answered after %v; a denial needs no server", tool, d)
+	}
 }
