@@ -32,7 +32,7 @@ import (
 	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
-	csignature "github.com/sigstore/cosign/v2/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/options"
 	"github.com/sigstore/sigstore/pkg/signature/payload"
@@ -129,7 +129,16 @@ func Verify(ctx context.Context, d name.Digest, pubKeys [][]byte, opts ...remote
 	}
 	verifiers := make([]signature.Verifier, 0, len(pubKeys))
 	for i, k := range pubKeys {
-		v, err := csignature.LoadPublicKeyRaw(k, crypto.SHA256)
+		// A PEM public key and a SHA-256 verifier, from sigstore directly:
+		// cosign's pkg/signature would do the same but links every key
+		// provider it knows (KMS, PKCS #11, GitHub, GitLab, Kubernetes),
+		// whose package initialisation alone kept ~25 MiB of the binary
+		// resident in every proxy.
+		pub, err := cryptoutils.UnmarshalPEMToPublicKey(k)
+		if err != nil {
+			return fmt.Errorf("verifying %s: public key %d: %w", d, i+1, err)
+		}
+		v, err := signature.LoadVerifier(pub, crypto.SHA256)
 		if err != nil {
 			return fmt.Errorf("verifying %s: public key %d: %w", d, i+1, err)
 		}
