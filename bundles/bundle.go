@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -128,6 +130,58 @@ type Compact struct {
 	// Counters are the counters by id; Amount is the fixed increment, 0 for
 	// one taken from an argument.
 	Counters []Reservation `json:"counters"`
+	// Cuts lists, for each counter (same index as Counters), the numbers
+	// the policy's conditions compare that counter's value with, sorted.
+	// Values between two cuts decide alike, so the host may send the
+	// representative [Compact.Canonicalize] picks instead of the value
+	// itself: the same decision, and an input the decision memo has seen
+	// before. Nil in bundles built before it existed.
+	Cuts [][]float64 `json:"cuts,omitempty"`
+}
+
+// Canonicalize replaces each counter value of state, which lists the
+// counters of c in order (as the host reads them for a decision), with the
+// representative of its class between c's cuts: the value itself when it
+// is a cut; else the smallest whole number above the cut below it, or,
+// below every cut, the largest whole number under the first; 0 for a
+// counter no condition reads. The policy decides the same for both values.
+// It does nothing when state does not list c's counters in order, when c
+// has no cuts, or for a value too large to compare exactly as a float64.
+func (c *Compact) Canonicalize(state []CounterValue) {
+	if len(c.Cuts) != len(c.Counters) || len(state) != len(c.Counters) {
+		return
+	}
+	for i := range state {
+		if state[i].Key != c.Counters[i].Key {
+			return
+		}
+	}
+	for i := range state {
+		state[i].Value = canonicalValue(state[i].Value, c.Cuts[i])
+	}
+}
+
+// exactFloat is the largest magnitude up to which every whole number is a
+// float64.
+const exactFloat = 1 << 53
+
+func canonicalValue(v int64, cuts []float64) int64 {
+	if v >= exactFloat || v <= -exactFloat {
+		return v
+	}
+	if len(cuts) == 0 {
+		return 0
+	}
+	f := float64(v)
+	i, found := slices.BinarySearch(cuts, f)
+	switch {
+	case found:
+		return v
+	case i == 0:
+		return int64(math.Ceil(min(cuts[0], exactFloat))) - 1
+	default:
+		return int64(math.Floor(max(cuts[i-1], -exactFloat))) + 1
+	}
 }
 
 // CompactEntrypoint is the compact entrypoint toolgate's compiler emits.

@@ -216,3 +216,28 @@ func TestSourcesOutsideTheFolder(t *testing.T) {
 		t.Fatalf("sources %+v", got.Sources)
 	}
 }
+
+func TestCanonicalValue(t *testing.T) {
+	cuts := []float64{-1e300, 2.5, 3, 10, 1e300}
+	for _, tt := range []struct{ v, want int64 }{
+		{-5, -(1 << 53) + 1}, {0, -(1 << 53) + 1}, {2, -(1 << 53) + 1}, // (-1e300, 2.5): the smallest whole number above -1e300 that is exact
+		{3, 3}, {4, 4}, {9, 4}, {10, 10}, {11, 11}, {1 << 40, 11},
+		{1 << 53, 1 << 53}, {1 << 62, 1 << 62}, {-(1 << 60), -(1 << 60)}, // too large to compare exactly: as they are
+	} {
+		if got := canonicalValue(tt.v, cuts); got != tt.want {
+			t.Errorf("canonicalValue(%d) = %d, want %d", tt.v, got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		v    int64
+		cuts []float64
+		want int64
+	}{
+		{7, nil, 0}, {7, []float64{}, 0}, // no condition reads it
+		{1, []float64{1e300}, 1<<53 - 1}, {1, []float64{5}, 4}, {-9, []float64{-3.5}, -4},
+	} {
+		if got := canonicalValue(tt.v, tt.cuts); got != tt.want {
+			t.Errorf("canonicalValue(%d, %v) = %d, want %d", tt.v, tt.cuts, got, tt.want)
+		}
+	}
+}

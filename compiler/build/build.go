@@ -89,7 +89,7 @@ func Build(ctx context.Context, sources []policy.Source, opts Options) (*bundles
 	if counters == nil {
 		counters = []bundles.Reservation{}
 	}
-	b.Manifest.Metadata.Compact = &bundles.Compact{Entrypoint: bundles.CompactEntrypoint, Counters: counters}
+	b.Manifest.Metadata.Compact = &bundles.Compact{Entrypoint: bundles.CompactEntrypoint, Counters: counters, Cuts: regogen.StateCuts(set, counters)}
 	return b, set, nil
 }
 

@@ -171,6 +171,10 @@ func (p *Policy) decide(ctx context.Context, in *bundles.Input, hold bool) Verdi
 	start := p.now()
 	if m, ok := p.eval.Manifest(); ok && m.Metadata.Compact != nil {
 		in.State = p.counters.State(in.State[:0], m.Metadata.Compact.Counters, start)
+		// The policy sees each value's class, which decides as the value
+		// does, so that calls between two limits look alike to the
+		// decision memo.
+		m.Metadata.Compact.Canonicalize(in.State)
 	}
 	d, info, err := p.eval.Eval(ctx, in)
 	v := Verdict{DecisionID: newDecisionID(), Bundle: info.Digest}
