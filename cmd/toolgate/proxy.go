@@ -241,17 +241,20 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 
 	up := exec.Command(command[0], command[1:]...)
 	up.Stderr = os.Stderr
-	upIn, err := up.StdinPipe()
+	upIn, upOut, childIn, childOut, err := serverPipes()
 	if err != nil {
 		return err
 	}
-	upOut, err := up.StdoutPipe()
+	up.Stdin, up.Stdout = childIn, childOut
+	err = up.Start()
+	childIn.Close() // the server has its own copies
+	childOut.Close()
 	if err != nil {
-		return err
-	}
-	if err := up.Start(); err != nil {
+		upIn.Close()
+		upOut.Close()
 		return problemError{fmt.Errorf("starting the MCP server %q: %w", command[0], err)}
 	}
+	defer upOut.Close()
 	logger.Info("proxy started", "server", pf.server, "bundle", digest, "command", command[0], "pid", up.Process.Pid)
 
 	st := &proxy.Stdio{

@@ -22,7 +22,10 @@ type pollfd struct {
 	revents int16
 }
 
-const pollIn = 0x1
+const (
+	pollIn  = 0x1
+	pollOut = 0x4
+)
 
 // fdOf returns the descriptor of r when it is an *os.File.
 func fdOf(r io.Reader) (int, bool) {
@@ -161,7 +164,7 @@ func (s *spillWriter) spill() {
 			return
 		}
 		s.mu.Unlock()
-		if _, err := s.file.Write(buf); err != nil {
+		if err := s.writeAll(buf); err != nil {
 			s.mu.Lock()
 			s.err, s.pending, s.spilling = err, nil, false
 			s.backlog.Store(false)
@@ -173,6 +176,41 @@ func (s *spillWriter) spill() {
 			return
 		}
 	}
+}
+
+// writeAll writes b, waiting in ppoll(2) for room whenever the pipe is
+// full: the descriptor need not be in the Go runtime's poller.
+func (s *spillWriter) writeAll(b []byte) error {
+	for len(b) > 0 {
+		n, err := s.tryWrite(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		if len(b) == 0 {
+			return nil
+		}
+		var werr error
+		if err := s.rc.Control(func(fd uintptr) {
+			pfd := [1]pollfd{{fd: int32(fd), events: pollOut}}
+			for {
+				_, _, e := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd[0])), 1, 0, 0, 0, 0)
+				if e == syscall.EINTR {
+					continue
+				}
+				if e != 0 {
+					werr = e
+				}
+				return
+			}
+		}); err != nil {
+			return err
+		}
+		if werr != nil {
+			return werr
+		}
+	}
+	return nil
 }
 
 // Close closes the server's input once everything written has been

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -1048,5 +1049,54 @@ func TestPollLargeBothWays(t *testing.T) {
 				t.Errorf("client: %v", err)
 			}
 		})
+	}
+}
+
+// TestSpillWriterUnpolledPipe: the binary's server input is a non-blocking
+// pipe outside the Go runtime's poller (cmd/toolgate serverPipes). Writes
+// larger than the pipe holds return at once, spill, and arrive whole and in
+// order; Close waits for the spill before it closes.
+func TestSpillWriterUnpolledPipe(t *testing.T) {
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	r, w := os.NewFile(uintptr(p[0]), "r"), os.NewFile(uintptr(p[1]), "w")
+	defer r.Close()
+	if err := syscall.SetNonblock(p[1], true); err != nil {
+		t.Fatal(err)
+	}
+	rc, ok := nonBlocking(w)
+	if !ok {
+		t.Fatal("a non-blocking pipe is not seen as one")
+	}
+	sw := &spillWriter{rc: rc, file: w}
+	var want bytes.Buffer
+	start := time.Now()
+	for i := range 8 {
+		chunk := bytes.Repeat([]byte{byte('a' + i)}, 300<<10) // each over a pipe's 64 KiB
+		want.Write(chunk)
+		if n, err := sw.Write(chunk); err != nil || n != len(chunk) {
+			t.Fatalf("write %d: %d, %v", i, n, err)
+		}
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("writes waited %v for a reader that had not started", d)
+	}
+	if !sw.backlog.Load() {
+		t.Error("2.4 MiB into a 64 KiB pipe with no reader, and nothing spilled")
+	}
+	if err := sw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r) // ends once the spill is written and the pipe closed
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("read %d bytes, want %d, in order", len(got), want.Len())
+	}
+	if sw.backlog.Load() {
+		t.Error("still spilling after the reader got everything")
 	}
 }
