@@ -74,6 +74,7 @@ type proxyFlags struct {
 	adminAddr                             string
 	adminRemote                           bool
 	stateKind, stateDir                   string
+	stateFlushEvery                       time.Duration
 	redisURL                              string
 	redisTimeout                          time.Duration
 	redisFailOpen                         bool
@@ -140,6 +141,7 @@ func proxyCmd() *cobra.Command {
 	f.DurationVar(&pf.redisTimeout, "redis-timeout", counters.DefaultRedisTimeout, "timeout of each Redis operation")
 	f.BoolVar(&pf.redisFailOpen, "redis-fail-open", false, "let calls through, uncounted, while Redis is unreachable (default: deny them)")
 	f.StringVar(&pf.stateDir, "state-dir", defaultStateDir(), "folder where --state disk keeps counters, in a subfolder per --server")
+	f.DurationVar(&pf.stateFlushEvery, "state-flush-every", counters.DefaultFlushEvery, "how often --state disk writes changed counters to its journal and fsyncs it: a crash loses at most this much of the counts")
 	f.StringVar(&pf.approvalMode, "approval-mode", "async", "how a call needing approval is answered: async (a JSON-RPC error with the approval id; retry once approved) or hold (the call waits for the decision)")
 	f.StringVar(&pf.adminTokenFile, "admin-token-file", "", "file of the tokens the approvals admin API accepts (one per line: TOKEN or sha256:HEX, then optionally NAME and GROUPS); without it the API refuses every call")
 	f.StringVar(&pf.webhookURL, "approval-webhook", "", "URL that receives a signed POST for each new approval request")
@@ -430,7 +432,10 @@ func openCounters(cmd *cobra.Command, pf *proxyFlags, logger *slog.Logger) (prox
 		return r, func() { r.Close() }, nil
 	}
 	dir := filepath.Join(pf.stateDir, stateSubdir(pf.server))
-	disk, err := counters.OpenDisk(dir, counters.DiskOptions{})
+	if pf.stateFlushEvery <= 0 {
+		return nil, nil, usageError{fmt.Errorf("--state-flush-every %s: must be positive", pf.stateFlushEvery)}
+	}
+	disk, err := counters.OpenDisk(dir, counters.DiskOptions{FlushEvery: pf.stateFlushEvery})
 	switch {
 	case err != nil && errors.Is(err, counters.ErrLocked) && !cmd.Flags().Changed("state-dir"):
 		// Another proxy for the same server (a second MCP client) holds
