@@ -220,6 +220,47 @@ func TestCountersSurviveRestart(t *testing.T) {
 	}
 }
 
+// TestCountersSurviveCrash: a proxy killed with SIGKILL (no clean exit, no
+// final flush) loses at most --state-flush-every of its counts. With 50ms,
+// two calls and 300ms later the restarted proxy refuses the third; with 1h
+// the crash loses both counts and the third call is allowed — the flag, not
+// luck, decides.
+func TestCountersSurviveCrash(t *testing.T) {
+	for _, tt := range []struct {
+		every  string
+		denied bool
+	}{{"50ms", true}, {"1h", false}} {
+		t.Run("every="+tt.every, func(t *testing.T) {
+			dir := t.TempDir()
+			for attempt := 0; ; attempt++ {
+				start := time.Now().UTC().Truncate(time.Minute)
+				args := []string{"proxy", "--policy", "testdata/policies", "--server", "testsrv", "--identity", "alice",
+					"--state", "disk", "--state-dir", filepath.Join(dir, fmt.Sprint(attempt)), "--state-flush-every", tt.every, "--admin", ""}
+				p := startRaw(t, args, anyserverBin(t), "-tool", "limited")
+				p.initialize()
+				for i := 0; i < 2; i++ {
+					if c, ok := p.callTool("limited", `{"text":"x"}`).callResult(); !ok || c.IsError {
+						t.Fatalf("call %d: got %+v, want it allowed", i+1, c)
+					}
+				}
+				time.Sleep(300 * time.Millisecond)
+				p.cmd.Process.Kill()
+				<-p.exited
+				q := startRaw(t, args, anyserverBin(t), "-tool", "limited")
+				q.initialize()
+				c, ok := q.callTool("limited", `{"text":"x"}`).callResult()
+				if !time.Now().UTC().Truncate(time.Minute).Equal(start) && attempt == 0 {
+					continue // the window turned mid-test
+				}
+				if !ok || c.IsError != tt.denied || (tt.denied && c.text() != "Rate limit of 2 per minute reached. Try again later.") {
+					t.Errorf("third call after a crash: got %+v, want denied=%v", c, tt.denied)
+				}
+				return
+			}
+		})
+	}
+}
+
 func TestFailedCallSpendsNoQuota(t *testing.T) {
 	cs := session(t, "", nil)
 	// fail allows one call a minute; each answer is a JSON-RPC error, so
