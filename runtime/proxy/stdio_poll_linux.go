@@ -154,27 +154,28 @@ func (s *spillWriter) spill() {
 		buf := s.pending
 		s.pending = nil
 		if len(buf) == 0 {
-			s.spilling = false
-			s.backlog.Store(false)
-			closing := s.closing
-			s.mu.Unlock()
-			if closing {
-				s.file.Close()
-			}
+			s.stopSpilling()
 			return
 		}
 		s.mu.Unlock()
 		if err := s.writeAll(buf); err != nil {
 			s.mu.Lock()
-			s.err, s.pending, s.spilling = err, nil, false
-			s.backlog.Store(false)
-			closing := s.closing
-			s.mu.Unlock()
-			if closing {
-				s.file.Close()
-			}
+			s.err, s.pending = err, nil
+			s.stopSpilling()
 			return
 		}
+	}
+}
+
+// stopSpilling ends a spill (s.mu held, and released here), closing the
+// file if Close was called meanwhile.
+func (s *spillWriter) stopSpilling() {
+	s.spilling = false
+	s.backlog.Store(false)
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		s.file.Close()
 	}
 }
 

@@ -53,10 +53,7 @@ type pollHarness struct {
 	runErr   error
 	returned bool
 
-	mu        sync.Mutex
-	decide    func(in *bundles.Input) Verdict
-	inputs    []bundles.Input
-	doneCalls []bool
+	recorder
 }
 
 // pipe returns an os.Pipe; both ends are closed at cleanup by the caller.
@@ -79,7 +76,7 @@ type wrap struct{ io.Reader }
 func newPollHarness(t *testing.T, decide func(in *bundles.Input) Verdict, configure func(*Stdio), portable bool) *pollHarness {
 	t.Helper()
 	checkLeaks(t)
-	h := &pollHarness{t: t, done: make(chan error, 1), decide: decide}
+	h := &pollHarness{t: t, done: make(chan error, 1), recorder: recorder{decide: decide}}
 	clientInR, clientInW := pipe(t)
 	clientOutR, clientOutW := pipe(t)
 	serverInR, serverInW := pipe(t)
@@ -91,25 +88,8 @@ func newPollHarness(t *testing.T, decide func(in *bundles.Input) Verdict, config
 	h.p = &Stdio{
 		Server:   "srv",
 		Identity: bundles.Identity{Subject: "alice"},
-		Decide: func(_ context.Context, in *bundles.Input) Verdict {
-			kept := *in // Decide must not keep in, nor what it points to
-			kept.Arguments = bytes.Clone(in.Arguments)
-			kept.Annotations = bytes.Clone(in.Annotations)
-			kept.State = nil
-			h.mu.Lock()
-			h.inputs = append(h.inputs, kept)
-			h.mu.Unlock()
-			v := h.decide(in)
-			if v.Allow {
-				v.Done = func(ok bool) {
-					h.mu.Lock()
-					h.doneCalls = append(h.doneCalls, ok)
-					h.mu.Unlock()
-				}
-			}
-			return v
-		},
-		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Decide:   h.record,
+		Logger:   slog.New(slog.NewJSONHandler(io.Discard, nil)),
 	}
 	if configure != nil {
 		configure(h.p)

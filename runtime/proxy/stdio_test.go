@@ -28,11 +28,37 @@ type harness struct {
 	clientOutR *io.PipeReader
 	serverInR  *io.PipeReader
 	done       chan error
-	mu         sync.Mutex
-	inputs     []bundles.Input
-	doneCalls  []bool
 	hidden     map[string]bool
-	decide     func(in *bundles.Input) Verdict
+	recorder
+}
+
+// recorder is the Decide hook of the stdio test harnesses: it keeps a copy
+// of each input (Decide must not keep what it is given) and each Done
+// outcome, and decides with decide.
+type recorder struct {
+	mu        sync.Mutex
+	decide    func(in *bundles.Input) Verdict
+	inputs    []bundles.Input
+	doneCalls []bool
+}
+
+func (h *recorder) record(_ context.Context, in *bundles.Input) Verdict {
+	kept := *in
+	kept.Arguments = bytes.Clone(in.Arguments)
+	kept.Annotations = bytes.Clone(in.Annotations)
+	kept.State = nil
+	h.mu.Lock()
+	h.inputs = append(h.inputs, kept)
+	h.mu.Unlock()
+	v := h.decide(in)
+	if v.Allow {
+		v.Done = func(ok bool) {
+			h.mu.Lock()
+			h.doneCalls = append(h.doneCalls, ok)
+			h.mu.Unlock()
+		}
+	}
+	return v
 }
 
 func newHarness(t *testing.T, decide func(in *bundles.Input) Verdict) *harness {
@@ -42,7 +68,7 @@ func newHarness(t *testing.T, decide func(in *bundles.Input) Verdict) *harness {
 // newHarnessWith is newHarness with a chance to set more fields of the
 // Stdio before it runs.
 func newHarnessWith(t *testing.T, decide func(in *bundles.Input) Verdict, configure func(*Stdio)) *harness {
-	h := &harness{t: t, done: make(chan error, 1), decide: decide, hidden: map[string]bool{}}
+	h := &harness{t: t, done: make(chan error, 1), recorder: recorder{decide: decide}, hidden: map[string]bool{}}
 	clientInR, clientInW := io.Pipe()
 	clientOutR, clientOutW := io.Pipe()
 	serverInR, serverInW := io.Pipe()
@@ -54,26 +80,9 @@ func newHarnessWith(t *testing.T, decide func(in *bundles.Input) Verdict, config
 	p := &Stdio{
 		Server:   "srv",
 		Identity: bundles.Identity{Subject: "alice"},
-		Decide: func(_ context.Context, in *bundles.Input) Verdict {
-			kept := *in // Decide must not keep in, nor what it points to
-			kept.Arguments = bytes.Clone(in.Arguments)
-			kept.Annotations = bytes.Clone(in.Annotations)
-			kept.State = nil
-			h.mu.Lock()
-			h.inputs = append(h.inputs, kept)
-			h.mu.Unlock()
-			v := h.decide(in)
-			if v.Allow {
-				v.Done = func(ok bool) {
-					h.mu.Lock()
-					h.doneCalls = append(h.doneCalls, ok)
-					h.mu.Unlock()
-				}
-			}
-			return v
-		},
-		Hidden: func(_ context.Context, in *bundles.Input) bool { return h.hidden[in.Tool] },
-		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Decide:   h.record,
+		Hidden:   func(_ context.Context, in *bundles.Input) bool { return h.hidden[in.Tool] },
+		Logger:   slog.New(slog.NewJSONHandler(io.Discard, nil)),
 	}
 	if configure != nil {
 		configure(p)
