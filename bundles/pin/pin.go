@@ -27,6 +27,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"gopkg.in/yaml.v3"
+
+	"github.com/toolgate/toolgate/internal/statedir"
 )
 
 // MaxHistory is how many entries [File.Pin] keeps in history; older ones are
@@ -317,31 +319,7 @@ func lookup(m *yaml.Node, key string) *yaml.Node {
 }
 
 func writeAtomic(path string, data []byte) error {
-	mode := os.FileMode(0o644)
-	if fi, err := os.Stat(path); err == nil {
-		mode = fi.Mode().Perm()
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return statedir.WriteFile(path, data, 0o644)
 }
 
 // parseEntry checks a history digest: sha256:<hex> or REPO@sha256:<hex>.

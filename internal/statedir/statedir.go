@@ -1,6 +1,7 @@
-// Package statedir holds what the embedded on-disk stores (counters,
-// approvals) share about their folder: a lock file naming the owning
-// process, and syncing the folder after a rename.
+// Package statedir holds what the files toolgate keeps share: for the
+// embedded on-disk stores (counters, approvals), a lock file naming the
+// owning process and syncing the folder after a rename; for them and the
+// pin and grants files, replacing a file whole or not at all.
 package statedir
 
 import (

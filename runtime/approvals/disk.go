@@ -571,25 +571,9 @@ func (d *Disk) compactLocked() error {
 		buf = append(append(buf, line...), '\n')
 	}
 	path := filepath.Join(d.dir, journalName)
-	tmp, err := os.CreateTemp(d.dir, journalName+".*.tmp")
-	if err != nil {
+	if err := statedir.WriteFile(path, buf, 0o600); err != nil {
 		return err
 	}
-	_, err = tmp.Write(buf)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	statedir.Sync(d.dir)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
 	if d.file != nil {
 		// After the rename, the old handle writes to a file no longer in

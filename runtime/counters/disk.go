@@ -355,25 +355,9 @@ func (d *Disk) compact() error {
 		buf = appendLine(buf, key, s)
 	}
 	path := filepath.Join(d.dir, journalName)
-	tmp, err := os.CreateTemp(d.dir, journalName+".*.tmp")
-	if err != nil {
+	if err := statedir.WriteFile(path, buf, 0o600); err != nil {
 		return err
 	}
-	_, err = tmp.Write(buf)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	statedir.Sync(d.dir)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
