@@ -172,6 +172,17 @@ func (e *Engine) Manifest() (bundles.Manifest, bool) {
 	return bundles.Manifest{}, false
 }
 
+// ActiveManifest returns the manifest of the active bundle with its digest,
+// and false when none is active: the two always belong together, so that a
+// caller can tell whether a later [Engine.Eval] decided with the same bundle
+// (its Info.Digest).
+func (e *Engine) ActiveManifest() (bundles.Manifest, string, bool) {
+	if s := e.cur.Load(); s != nil {
+		return s.manifest, s.digest, true
+	}
+	return bundles.Manifest{}, "", false
+}
+
 // Close retires the active bundle (closed after its last Eval in flight);
 // Eval then returns [ErrNoBundle] and Swap [ErrClosed]. Close is idempotent.
 func (e *Engine) Close() {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 type Evaluator interface {
 	Eval(ctx context.Context, in *bundles.Input) (bundles.Decision, engine.Info, error)
 	Manifest() (bundles.Manifest, bool)
+	ActiveManifest() (bundles.Manifest, string, bool)
 }
 
 // Counters reserves and reads counters; *counters.Store is one.
@@ -166,17 +168,42 @@ func newDecisionID() string {
 	return string(b[:])
 }
 
+// swapRetries is how many times a decision is taken again when the bundle
+// changed between reading its counter table and evaluating.
+const swapRetries = 3
+
+// errSwapping: the bundle kept changing while a call was decided.
+var errSwapping = errors.New("the policy bundle changed while the call was decided")
+
+// evalWithState fills in's counter state from the active bundle's counter
+// table, each value as its class's representative (which decides as the
+// value does, so that calls between two limits look alike to the decision
+// memo), and evaluates. The table and the evaluation must come from the
+// same bundle — a swap in between could judge one bundle's representatives
+// by another's conditions — so when the deciding bundle is not the one the
+// table came from, it decides again; after swapRetries it fails (closed).
+func (p *Policy) evalWithState(ctx context.Context, in *bundles.Input, now time.Time) (bundles.Decision, engine.Info, error) {
+	for attempt := 1; ; attempt++ {
+		m, digest, ok := p.eval.ActiveManifest()
+		in.State = in.State[:0]
+		if ok && m.Metadata.Compact != nil {
+			in.State = p.counters.State(in.State, m.Metadata.Compact.Counters, now)
+			m.Metadata.Compact.Canonicalize(in.State)
+		}
+		d, info, err := p.eval.Eval(ctx, in)
+		if err != nil || info.Digest == digest {
+			return d, info, err
+		}
+		if attempt == swapRetries {
+			return bundles.Decision{}, info, errSwapping
+		}
+	}
+}
+
 // decide is Decide; hold says whether a call needing approval is held.
 func (p *Policy) decide(ctx context.Context, in *bundles.Input, hold bool) Verdict {
 	start := p.now()
-	if m, ok := p.eval.Manifest(); ok && m.Metadata.Compact != nil {
-		in.State = p.counters.State(in.State[:0], m.Metadata.Compact.Counters, start)
-		// The policy sees each value's class, which decides as the value
-		// does, so that calls between two limits look alike to the
-		// decision memo.
-		m.Metadata.Compact.Canonicalize(in.State)
-	}
-	d, info, err := p.eval.Eval(ctx, in)
+	d, info, err := p.evalWithState(ctx, in, start)
 	v := Verdict{DecisionID: newDecisionID(), Bundle: info.Digest}
 	var release func()
 	outcome := d.Decision

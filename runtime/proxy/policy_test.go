@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/toolgate/toolgate/bundles"
+	"github.com/toolgate/toolgate/compiler/build"
+	"github.com/toolgate/toolgate/compiler/policy"
 	"github.com/toolgate/toolgate/runtime/audit"
 	"github.com/toolgate/toolgate/runtime/counters"
 	"github.com/toolgate/toolgate/runtime/engine"
@@ -36,6 +38,11 @@ func (f *fakeEval) Manifest() (bundles.Manifest, bool) {
 	m := bundles.Manifest{}
 	m.Metadata.Compact = &bundles.Compact{Counters: f.table}
 	return m, true
+}
+
+func (f *fakeEval) ActiveManifest() (bundles.Manifest, string, bool) {
+	m, ok := f.Manifest()
+	return m, "sha256:feed", ok
 }
 
 type recordLog struct {
@@ -266,5 +273,95 @@ func TestDecisionIDs(t *testing.T) {
 			t.Fatalf("id %q after %q: repeated, out of order or with another prefix", id, prev)
 		}
 		seen[id], prev = true, id
+	}
+}
+
+const swapPolicyA = `version: "1"
+tools:
+  t:
+    rules:
+      - name: counted
+        state: {counter: n, window: hour}
+        conditions: [{path: state.t.n, op: lte, value: 10}]
+`
+
+// swapPolicyB: a looser limit, and a deny once the count reaches 40.
+const swapPolicyB = `version: "1"
+tools:
+  t:
+    rules:
+      - name: busy
+        action: deny
+        when: [{path: state.t.n, op: gte, value: 40}]
+      - name: counted
+        state: {counter: n, window: hour}
+        conditions: [{path: state.t.n, op: lte, value: 1000}]
+`
+
+// swapAfterManifest is an engine on which a swap lands right after each
+// read of the active manifest, before the evaluation.
+type swapAfterManifest struct {
+	*engine.Engine
+	swap func(n int)
+	n    int
+}
+
+func (s *swapAfterManifest) ActiveManifest() (bundles.Manifest, string, bool) {
+	m, d, ok := s.Engine.ActiveManifest()
+	s.n++
+	s.swap(s.n)
+	return m, d, ok
+}
+
+// TestDecideAcrossSwap: the counter table and its cuts come from the bundle
+// that decides. With a count of 45, bundle A's representative (11) judged
+// by bundle B would be allowed; B itself denies. (Found by review: the
+// table was read from one snapshot and evaluated with another.) A bundle
+// that changes on every attempt fails closed.
+func TestDecideAcrossSwap(t *testing.T) {
+	ctx := context.Background()
+	build1 := func(src string) *bundles.Bundle {
+		b, _, err := build.Build(ctx, []policy.Source{{Path: "policies/s.yaml", Data: []byte(src)}}, build.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	bA, bB := build1(swapPolicyA), build1(swapPolicyB)
+	now := time.Date(2026, 5, 1, 12, 0, 30, 0, time.UTC)
+	store := counters.New()
+	store.Reserve([]bundles.Reservation{{Key: "t.n", Amount: 45, Window: "hour"}}, now)
+	newPolicy := func(swap func(e *engine.Engine, n int)) *Policy {
+		e := engine.New()
+		t.Cleanup(e.Close)
+		if err := e.Swap(ctx, "sha256:a", bA); err != nil {
+			t.Fatal(err)
+		}
+		ev := &swapAfterManifest{Engine: e, swap: func(n int) { swap(e, n) }}
+		return NewPolicy(ev, WithCounters(store), WithClock(func() time.Time { return now }),
+			WithLogger(quiet))
+	}
+
+	once := newPolicy(func(e *engine.Engine, n int) {
+		if n == 1 {
+			e.Swap(ctx, "sha256:b", bB)
+		}
+	})
+	in := &bundles.Input{Server: "s", Tool: "t"}
+	v := once.Decide(ctx, in)
+	if v.Allow || v.Bundle != "sha256:b" || !strings.HasSuffix(v.Rule, "#t/busy") {
+		t.Errorf("one swap mid-decision: allow=%v bundle %s rule %q, want B's denial by busy", v.Allow, v.Bundle, v.Rule)
+	}
+
+	always := newPolicy(func(e *engine.Engine, n int) {
+		if n%2 == 1 {
+			e.Swap(ctx, "sha256:b", bB)
+		} else {
+			e.Swap(ctx, "sha256:a", bA)
+		}
+	})
+	v = always.Decide(ctx, &bundles.Input{Server: "s", Tool: "t"})
+	if v.Allow || !strings.Contains(v.Message, "changed while the call was decided") {
+		t.Errorf("a bundle changing at every attempt: allow=%v message %q, want a fail-closed denial", v.Allow, v.Message)
 	}
 }
