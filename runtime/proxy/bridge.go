@@ -393,12 +393,12 @@ func (b *Bridge) httpError(x *bridgeExchange, resp *http.Response) {
 	var o callOutcome
 	if scanAnswer(body, &o) && o.Error && sameID(o.ID, x.id) {
 		x.answered = true
-		x.finish(false)
+		x.finish(false) // the server's own word that the call failed
 		b.write(oneLine(body))
 		return
 	}
 	x.answered = true
-	x.finish(false)
+	x.finish(!failedStatus(resp.StatusCode))
 	b.write(appendError(nil, x.id, codeUpstreamGone,
 		"the MCP server answered HTTP "+strconv.Itoa(resp.StatusCode)+" "+http.StatusText(resp.StatusCode)))
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -231,6 +233,23 @@ func TestBridgeByHand(t *testing.T) {
 		}
 		hb.waitDone(t, "read_file", false)
 	})
+	for _, tt := range []struct {
+		status int
+		done   bool // a gateway's timeout counts; a refusal rolls back
+	}{{http.StatusGatewayTimeout, true}, {http.StatusBadGateway, true}, {http.StatusServiceUnavailable, false}, {http.StatusForbidden, false}} {
+		t.Run(fmt.Sprintf("upstream %d", tt.status), func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, "no", tt.status)
+			}))
+			defer srv.Close()
+			hb := newHPBridge(t, srv.URL, allow, nil)
+			hb.send(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{}}}`)
+			if got, want := hb.get(t), fmt.Sprintf(`"the MCP server answered HTTP %d`, tt.status); !strings.Contains(got, want) {
+				t.Errorf("got %s, want %s", got, want)
+			}
+			hb.waitDone(t, "read_file", tt.done)
+		})
+	}
 	t.Run("malformed", func(t *testing.T) {
 		hb := newHPBridge(t, hpDeadURL(t), allow, func(b *Bridge) { b.MaxLine = 100 })
 		for _, tt := range []struct{ send, want string }{

@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"slices"
 	"strconv"
@@ -380,22 +381,25 @@ func (x *exchange) answer(w http.ResponseWriter, status int, msg []byte) {
 var noCatalog Catalog
 
 func (h *HTTP) forward(w http.ResponseWriter, x *exchange, body []byte) {
-	sent := false // the request may have reached the server
-	defer func() { x.finish(outcomeUnknown(sent)) }()
+	var sent atomic.Bool // the request was written to the server
+	defer func() { x.finish(outcomeUnknown(sent.Load())) }()
 	x.ctx = x.r.Context()
 	if h.CallTimeout > 0 {
 		var cancel context.CancelFunc
 		x.ctx, cancel = context.WithTimeout(x.ctx, h.CallTimeout)
 		defer cancel()
 	}
-	out, err := http.NewRequestWithContext(x.ctx, http.MethodPost, h.target, bytes.NewReader(body))
+	reqCtx := x.ctx
+	if x.done != nil { // a call whose counters wait on the outcome
+		reqCtx = httptrace.WithClientTrace(reqCtx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { sent.Store(true) }})
+	}
+	out, err := http.NewRequestWithContext(reqCtx, http.MethodPost, h.target, bytes.NewReader(body))
 	if err != nil {
 		h.upstreamFailed(w, x, err)
 		return
 	}
 	h.headers(out.Header, x.r.Header)
 	resp, err := h.send(out)
-	sent = err == nil || !neverSent(err)
 	if err != nil {
 		h.upstreamFailed(w, x, err)
 		return
@@ -408,7 +412,7 @@ func (h *HTTP) forward(w http.ResponseWriter, x *exchange, body []byte) {
 		h.sessions.drop(x.sid) // the server ended the session
 	case resp.StatusCode >= 500 && x.kind == kindRequest:
 		h.log.Warn("the MCP server failed a request", "status", resp.StatusCode)
-		x.finish(false) // the server says the call failed
+		x.finish(!failedStatus(resp.StatusCode))
 		drain(resp.Body)
 		x.answer(w, http.StatusOK, appendError(nil, x.id, codeUpstreamGone,
 			"the MCP server failed: HTTP "+strconv.Itoa(resp.StatusCode)+" "+http.StatusText(resp.StatusCode)))
@@ -423,7 +427,7 @@ func (h *HTTP) forward(w http.ResponseWriter, x *exchange, body []byte) {
 	case x.events != nil:
 		h.intoEvents(w, resp, x, ct)
 	case !ok:
-		x.finish(false) // the server refused the call
+		x.finish(!failedStatus(resp.StatusCode))
 		h.pass(w, resp)
 	case ct == "text/event-stream":
 		h.relay(w, resp, x)
@@ -481,8 +485,12 @@ func (h *HTTP) intoEvents(w http.ResponseWriter, resp *http.Response, x *exchang
 	body, _ := readBodyInto(nil, resp.Body, -1, 64<<10)
 	var o callOutcome
 	if resp.StatusCode/100 != 2 && scanAnswer(body, &o) && o.Error && sameID(o.ID, x.id) {
+		x.finish(false) // the server's own word that the call failed
 		x.answer(w, http.StatusOK, body)
 		return
+	}
+	if resp.StatusCode/100 != 2 {
+		x.finish(!failedStatus(resp.StatusCode))
 	}
 	x.answer(w, http.StatusOK, appendError(nil, x.id, codeUpstreamGone,
 		"the MCP server answered HTTP "+strconv.Itoa(resp.StatusCode)+" "+http.StatusText(resp.StatusCode)+" without a response"))

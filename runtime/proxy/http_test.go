@@ -675,6 +675,14 @@ func TestHTTPRawMessages(t *testing.T) {
 		http.Error(w, "boom", http.StatusServiceUnavailable)
 	}))
 	defer fiveHundred.Close()
+	gatewayTimeout := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "upstream timed out", http.StatusGatewayTimeout)
+	}))
+	defer gatewayTimeout.Close()
+	notFound := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no", http.StatusForbidden)
+	}))
+	defer notFound.Close()
 	allow := func(context.Context, *bundles.Input) Verdict { return Verdict{Allow: true} }
 	call := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/srv/a"}}}`
 	for _, tt := range []struct {
@@ -691,6 +699,10 @@ func TestHTTPRawMessages(t *testing.T) {
 		{"call without name", fiveHundred.URL, `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{}}`, 200, `"id":4,"error":{"code":-32602`, nil},
 		{"upstream down", hpDeadURL(t), call, 200, `"id":7,"error":{"code":-32000,"message":"the MCP server could not be reached"}`, []bool{false}},
 		{"upstream 503", fiveHundred.URL, call, 200, `"id":7,"error":{"code":-32000,"message":"the MCP server failed: HTTP 503`, []bool{false}},
+		// A gateway's timeout says nothing of whether the server ran the
+		// call: it counts. A refusal rolls back.
+		{"gateway 504", gatewayTimeout.URL, call, 200, `"id":7,"error":{"code":-32000,"message":"the MCP server failed: HTTP 504`, []bool{true}},
+		{"upstream 403", notFound.URL, call, 403, `no`, []bool{false}},
 		{"notification, upstream down", hpDeadURL(t), `{"jsonrpc":"2.0","method":"notifications/initialized"}`, 502, "could not be reached", nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

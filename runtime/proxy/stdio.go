@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -668,9 +668,11 @@ func appendString(dst []byte, s string) []byte { return bundles.AppendString(dst
 // spends no quota).
 func outcomeUnknown(sent bool) (commit bool) { return sent }
 
-// neverSent reports whether err, from sending a request to the server,
-// means the request never left: the connection could not be made.
-func neverSent(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
+// failedStatus reports whether an HTTP error status answering a call says
+// the call failed (it is rolled back) rather than that its outcome is
+// unknown: 502 Bad Gateway and 504 Gateway Timeout come from a gateway in
+// front of the server that may have passed the call on, so such a call
+// counts (see [outcomeUnknown]).
+func failedStatus(code int) bool {
+	return code != http.StatusBadGateway && code != http.StatusGatewayTimeout
 }
