@@ -290,7 +290,9 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 			logger.Warn("shutdown timeout: answering the calls still in flight with an error", "pending", left)
 			st.Abort("toolgate is shutting down and the MCP server did not answer in time")
 		}
-		upIn.Close()
+		if !st.CloseServerInput() {
+			upIn.Close() // Run has not started
+		}
 		// A server busy with an abandoned call may not exit on its own.
 		time.AfterFunc(5*time.Second, func() { up.Process.Kill() })
 	}()

@@ -41,3 +41,10 @@ func (p *Stdio) Drain(ctx context.Context) int {
 // whose calls outlasted its timeout. Answers the server sends later for
 // them are dropped.
 func (p *Stdio) Abort(msg string) { p.failPending(msg) }
+
+// CloseServerInput flushes what the proxy has queued for the server and
+// closes the server's input, so that it can exit, in order with every other
+// write to it (a line being written is finished first; a spill is written
+// out before the close). It reports false before Run has started: the
+// caller then closes the input itself.
+func (p *Stdio) CloseServerInput() bool { return p.toServer.close() }

@@ -144,8 +144,35 @@ const forgetAfter = 16
 // queueAppend add a line, flush sends what was queued; write does both.
 // Safe for concurrent use.
 type lineWriter struct {
-	mu sync.Mutex // guards w
-	w  *bufio.Writer
+	mu     sync.Mutex // guards w, closer, closed
+	w      *bufio.Writer
+	closer io.Closer // closes the peer's input (the server's): see close
+	closed bool
+}
+
+// setPeer makes the writer write to w and close through c.
+func (lw *lineWriter) setPeer(w io.Writer, c io.Closer) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	lw.w, lw.closer = bufio.NewWriterSize(w, 64<<10), c
+}
+
+// close flushes what is queued and closes the peer's input, under the
+// writer's lock: no line another goroutine is writing is cut short, and
+// lines written afterwards fail. It reports false when there is no peer
+// yet (before Run).
+func (lw *lineWriter) close() bool {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	if lw.closer == nil {
+		return false
+	}
+	if !lw.closed {
+		lw.closed = true
+		lw.w.Flush()
+		lw.closer.Close()
+	}
+	return true
 }
 
 // write writes line and a newline, and flushes.
@@ -245,7 +272,7 @@ func (p *Stdio) Run(ctx context.Context, clientIn io.Reader, clientOut io.Writer
 	p.pending = make(map[string]pendingCall)
 	p.enforcer = &Enforcer{Server: p.Server, Decide: p.Decide, Hidden: p.Hidden, DenyAsError: p.DenyAsError, Notify: p.toClient.write}
 	p.toClient.w = bufio.NewWriterSize(clientOut, 64<<10)
-	p.toServer.w = bufio.NewWriterSize(serverIn, 64<<10)
+	p.toServer.setPeer(serverIn, serverIn)
 	if p.CallTimeout > 0 {
 		stop := make(chan struct{})
 		defer close(stop)
@@ -272,7 +299,7 @@ func (p *Stdio) Run(ctx context.Context, clientIn io.Reader, clientOut io.Writer
 		if errors.Is(err, io.EOF) {
 			p.clientClosed.Store(true)
 		}
-		serverIn.Close()
+		p.toServer.close()
 		clientDone <- err
 	}()
 	b := &batch{p: p}

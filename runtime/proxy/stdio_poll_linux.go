@@ -3,7 +3,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"os"
@@ -97,6 +96,10 @@ type spillWriter struct {
 
 func (s *spillWriter) Write(b []byte) (int, error) {
 	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return 0, os.ErrClosed
+	}
 	if s.err != nil {
 		err := s.err
 		s.mu.Unlock()
@@ -247,9 +250,7 @@ func (p *Stdio) relayPolled(ctx context.Context, clientIn io.Reader, serverIn io
 		return nil, nil, false
 	}
 	sw := &spillWriter{rc: rc, file: serverIn}
-	p.toServer.mu.Lock()
-	p.toServer.w = bufio.NewWriterSize(sw, 64<<10)
-	p.toServer.mu.Unlock()
+	p.toServer.setPeer(sw, sw)
 	fds := [2]pollfd{{fd: int32(cfd), events: pollIn}, {fd: int32(sfd), events: pollIn}}
 	clientOpen := true
 	cb, sb := &batch{p: p}, &batch{p: p}
@@ -261,7 +262,7 @@ func (p *Stdio) relayPolled(ctx context.Context, clientIn io.Reader, serverIn io
 		if err == io.EOF {
 			p.clientClosed.Store(true)
 		}
-		sw.Close()
+		p.toServer.close()
 		clientOpen = false
 		fds[0].fd = -1 // poll ignores it from now on
 	}

@@ -1080,3 +1080,61 @@ func TestSpillWriterUnpolledPipe(t *testing.T) {
 		t.Error("still spilling after the reader got everything")
 	}
 }
+
+// TestSpillCloseWithWriters: while goroutines write long lines to the
+// server (as the CallTimeout sweeper and approval holds do) and the pipe
+// spills, closing the server's input (client EOF, shutdown) lets every line
+// begun finish, and the server reads only whole lines, then EOF. (From
+// review: Close used to race them and could cut a line short.)
+func TestSpillCloseWithWriters(t *testing.T) {
+	var fds [2]int
+	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	r, w := os.NewFile(uintptr(fds[0]), "r"), os.NewFile(uintptr(fds[1]), "w")
+	defer r.Close()
+	if err := syscall.SetNonblock(fds[1], true); err != nil {
+		t.Fatal(err)
+	}
+	rc, _ := nonBlocking(w)
+	sw := &spillWriter{rc: rc, file: w}
+	var lw lineWriter
+	lw.setPeer(sw, sw)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			line := bytes.Repeat([]byte{byte('a' + g)}, 100<<10)
+			for range 20 {
+				if lw.write(line) != nil {
+					return // closed
+				}
+			}
+		}()
+	}
+	time.Sleep(5 * time.Millisecond) // some lines written, the pipe full
+	if !lw.close() {
+		t.Fatal("close before a peer")
+	}
+	wg.Wait()
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.Split(got, []byte("\n"))
+	if last := lines[len(lines)-1]; len(last) != 0 {
+		t.Fatalf("the server's input ends in a cut line of %d bytes", len(last))
+	}
+	for i, l := range lines[:len(lines)-1] {
+		if len(l) != 100<<10 || bytes.Count(l, l[:1]) != len(l) {
+			t.Fatalf("line %d: %d bytes, mixed or cut", i, len(l))
+		}
+	}
+	if len(lines) < 2 {
+		t.Error("no line reached the server")
+	}
+	if lw.write([]byte("late")) == nil {
+		t.Error("a write after close succeeded")
+	}
+}
