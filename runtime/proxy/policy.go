@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
@@ -130,42 +132,57 @@ func (p *Policy) Decide(ctx context.Context, in *bundles.Input) Verdict {
 	return p.decide(ctx, in, p.approvalMode == ApprovalHold)
 }
 
-// Decision ids are 26 characters of Crockford's base32 (whose order is the
-// order of the numbers it writes): 64 random bits drawn once per process,
-// then a sequence number. They are unique across processes with
-// overwhelming probability and sort in order within one; they name a
-// decision in logs and answers and are not secrets (approval ids, which
-// are, stay fully random). One atomic add per call instead of a crypto/rand
-// draw.
+// Decision ids are 26 characters of Crockford's base32: a sequence number
+// and 64 random bits drawn once per process, encrypted together as one AES
+// block under a key drawn once per process, and the first 128 bits of it
+// written out (26 characters hold 130). AES is a permutation, so the ids
+// of one process never repeat; the ids of two processes collide with the
+// odds of two random 128-bit values; and an id says nothing of how many
+// decisions came before it (a client seeing its own ids learns nothing of
+// other clients' traffic). One atomic add and one AES block per call
+// instead of a crypto/rand draw. They name a decision in logs and answers;
+// approval ids, which are secrets, stay fully random.
 var (
-	decisionIDPrefix = appendBase32(nil, randomUint64())
-	decisionIDSeq    atomic.Uint64
+	decisionIDBlock = newDecisionIDCipher()
+	decisionIDSalt  = randomUint64()
+	decisionIDSeq   atomic.Uint64
 )
 
 const base32Alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
-// appendBase32 appends n as 13 characters of base32Alphabet.
-func appendBase32(dst []byte, n uint64) []byte {
-	var b [13]byte
-	for i := len(b) - 1; i >= 0; i-- {
-		b[i] = base32Alphabet[n&31]
-		n >>= 5
+func newDecisionIDCipher() cipher.Block {
+	var key [16]byte
+	_, _ = rand.Read(key[:]) // never fails on supported systems (crypto/rand)
+	b, err := aes.NewCipher(key[:])
+	if err != nil {
+		panic(err) // a 16-byte key: cannot fail
 	}
-	return append(dst, b[:]...)
+	return b
 }
 
 func randomUint64() uint64 {
 	var b [8]byte
-	_, _ = rand.Read(b[:]) // never fails on supported systems (crypto/rand)
+	_, _ = rand.Read(b[:])
 	return binary.BigEndian.Uint64(b[:])
 }
 
 // newDecisionID returns a new decision id.
 func newDecisionID() string {
-	var b [26]byte
-	copy(b[:13], decisionIDPrefix)
-	appendBase32(b[:13], decisionIDSeq.Add(1))
-	return string(b[:])
+	var block [16]byte
+	binary.BigEndian.PutUint64(block[:8], decisionIDSeq.Add(1))
+	binary.BigEndian.PutUint64(block[8:], decisionIDSalt)
+	decisionIDBlock.Encrypt(block[:], block[:])
+	hi, lo := binary.BigEndian.Uint64(block[:8]), binary.BigEndian.Uint64(block[8:])
+	var id [26]byte
+	for i := 12; i >= 0; i-- { // the high 64 bits in the first 13 characters
+		id[i] = base32Alphabet[hi&31]
+		hi >>= 5
+	}
+	for i := 25; i >= 13; i-- { // the low 64 in the last 13
+		id[i] = base32Alphabet[lo&31]
+		lo >>= 5
+	}
+	return string(id[:])
 }
 
 // swapRetries is how many times a decision is taken again when the bundle

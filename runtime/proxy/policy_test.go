@@ -259,20 +259,35 @@ func TestPolicyAuditArguments(t *testing.T) {
 	}
 }
 
-// TestDecisionIDs: ids are distinct, 26 base32 characters, share this
-// process's prefix and grow in order.
+// TestDecisionIDs: ids are distinct, 26 base32 characters, and do not give
+// away their order: consecutive ids share no prefix beyond chance, and
+// about half of consecutive pairs sort the other way.
 func TestDecisionIDs(t *testing.T) {
 	seen := map[string]bool{}
 	prev := ""
-	for range 10000 {
+	backwards, shared := 0, 0
+	const n = 10000
+	for range n {
 		id := newDecisionID()
 		if len(id) != 26 || strings.Trim(id, base32Alphabet) != "" {
 			t.Fatalf("id %q is not 26 base32 characters", id)
 		}
-		if seen[id] || id <= prev || id[:13] != string(decisionIDPrefix) {
-			t.Fatalf("id %q after %q: repeated, out of order or with another prefix", id, prev)
+		if seen[id] {
+			t.Fatalf("id %q repeated", id)
+		}
+		if id < prev {
+			backwards++
+		}
+		if prev != "" && id[:4] == prev[:4] {
+			shared++
 		}
 		seen[id], prev = true, id
+	}
+	if backwards < n/3 || backwards > 2*n/3 {
+		t.Errorf("%d of %d consecutive ids sort backwards, want about half: the ids leak their sequence", backwards, n)
+	}
+	if shared > n/100 {
+		t.Errorf("%d of %d consecutive ids share their first 4 characters", shared, n)
 	}
 }
 
