@@ -12,7 +12,11 @@ import (
 // the stdio relay loop, which waits on them with ppoll(2) itself, does not
 // wake the poller's thread at every message (an epoll event of a
 // registered pipe): measured at 8 sessions, the latency toolgate adds
-// dropped from 1.96× to 1.64× relay.c's (mean).
+// dropped from 1.96× to 1.64× relay.c's (mean). The write end is then a
+// non-blocking descriptor the runtime does not wait on: only the stdio
+// poll loop's spilling writer may write to it (proxy.Stdio picks that loop
+// whenever its ends are files, as they always are here); a plain
+// os.File.Write would fail with EAGAIN when the pipe is full.
 func serverPipes() (in, out, childIn, childOut *os.File, err error) {
 	var a, b [2]int
 	if err := syscall.Pipe2(a[:], syscall.O_CLOEXEC); err != nil {
