@@ -14,6 +14,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1143,5 +1144,44 @@ func TestHTTPHold(t *testing.T) {
 	}
 	if got := up.toolPosts.Load(); got != 1 {
 		t.Errorf("tools/call POSTs that reached the server: got %d, want 1", got)
+	}
+}
+
+// TestHTTPHoldUpstreamRefuses: a call held for approval, then allowed, that
+// the server refuses with an error status is rolled back, as it is when not
+// held (from review: the held path used to count it).
+func TestHTTPHoldUpstreamRefuses(t *testing.T) {
+	for _, tt := range []struct {
+		status int
+		done   bool
+	}{{http.StatusForbidden, false}, {http.StatusGatewayTimeout, true}} {
+		t.Run(strconv.Itoa(tt.status), func(t *testing.T) {
+			refuse := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, "no", tt.status)
+			}))
+			defer refuse.Close()
+			done := make(chan bool, 4)
+			p := newHPProxy(t, refuse.URL, func(ctx context.Context, in *bundles.Input) Verdict {
+				report := progressFrom(ctx)
+				return Verdict{Message: "held", Hold: func(ctx context.Context) Verdict {
+					if report != nil {
+						report("waiting for a person")
+					}
+					return Verdict{Allow: true, Done: func(ok bool) { done <- ok }}
+				}}
+			}, nil)
+			status, body := hpPost(t, p.URL, `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"read_file","arguments":{},"_meta":{"progressToken":"h"}}}`)
+			if status != http.StatusOK || !strings.Contains(body, "waiting for a person") || !strings.Contains(body, "HTTP "+strconv.Itoa(tt.status)) {
+				t.Fatalf("got %d %s, want an event stream with the progress, then the server's refusal", status, body)
+			}
+			select {
+			case ok := <-done:
+				if ok != tt.done {
+					t.Errorf("Done(%v), want Done(%v)", ok, tt.done)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Done never called")
+			}
+		})
 	}
 }
