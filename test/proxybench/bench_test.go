@@ -186,32 +186,52 @@ func run(b *testing.B, clients int, tool string, args func(i int) []string) {
 		ss[i] = sessionFor(b, i, tool, args)
 	}
 
+	rts := make([]roundTripper, len(ss))
+	for i, s := range ss {
+		rts[i] = s
+	}
+	measure(b, rts, nil)
+}
+
+// roundTripper is one client of a benchmark: it sends one call and waits
+// for its answer.
+type roundTripper interface{ roundTrip() error }
+
+// measure times b.N round trips spread over clients, one goroutine each
+// (the timer covers only them), and reports the median and 99th-percentile
+// round trip (p50-ns, p99-ns). around, when set, is called just before and
+// just after the timed part (to read a counter such as CPU time).
+func measure(b *testing.B, clients []roundTripper, around func(after bool)) {
 	lat := make([]time.Duration, b.N)
 	var next atomic.Int64 // the next slot of lat to claim
 	var failed atomic.Pointer[error]
 	var wg sync.WaitGroup
+	if around != nil {
+		around(false)
+	}
 	b.ResetTimer()
-	for _, s := range ss {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for _, c := range clients {
+		wg.Go(func() {
 			for {
 				i := next.Add(1) - 1
 				if i >= int64(b.N) {
 					return
 				}
 				start := time.Now()
-				if err := s.roundTrip(); err != nil {
+				if err := c.roundTrip(); err != nil {
 					failed.Store(&err)
 					next.Store(int64(b.N))
 					return
 				}
 				lat[i] = time.Since(start)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	b.StopTimer()
+	if around != nil {
+		around(true)
+	}
 	if err := failed.Load(); err != nil {
 		b.Fatal(*err)
 	}

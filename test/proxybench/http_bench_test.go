@@ -11,10 +11,8 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -181,38 +179,18 @@ func httpRun(b *testing.B, clients int, endpoint, tool string) {
 		b.FailNow()
 	}
 
-	lat := make([]time.Duration, b.N)
-	var next atomic.Int64 // the next slot of lat to claim
-	var failed atomic.Pointer[error]
-	cpu0 := httpCPUTime()
-	b.ResetTimer()
-	for _, c := range cs {
-		wg.Go(func() {
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(b.N) {
-					return
-				}
-				start := time.Now()
-				if err := c.roundTrip(); err != nil {
-					failed.Store(&err)
-					next.Store(int64(b.N))
-					return
-				}
-				lat[i] = time.Since(start)
-			}
-		})
+	rts := make([]roundTripper, len(cs))
+	for i, c := range cs {
+		rts[i] = c
 	}
-	wg.Wait()
-	b.StopTimer()
-	cpu := httpCPUTime() - cpu0
-	if err := failed.Load(); err != nil {
-		b.Fatal(*err)
-	}
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2]), "p50-ns")
-	b.ReportMetric(float64(lat[len(lat)*99/100]), "p99-ns")
+	var cpu0 time.Duration
+	measure(b, rts, func(after bool) {
+		if !after {
+			cpu0 = httpCPUTime()
+			return
+		}
+		b.ReportMetric(float64((httpCPUTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+	})
 }
 
 // httpCPUTime returns the CPU time the process has used, user and system:
