@@ -324,41 +324,7 @@ func scanEnvelope(line []byte, e *envelope) int {
 		}
 		return scanNotJSON
 	}
-	i = lexSpace(line, i+1)
-	if i < len(line) && line[i] == '}' {
-		i++
-	} else {
-		for {
-			if i == len(line) || line[i] != '"' {
-				return scanNotJSON
-			}
-			ks := i
-			if i = lexString(line, i); i < 0 {
-				return scanNotJSON
-			}
-			key := line[ks:i]
-			if i = lexSpace(line, i); i == len(line) || line[i] != ':' {
-				return scanNotJSON
-			}
-			vs := lexSpace(line, i+1)
-			if i = lexValue(line, vs, 1); i < 0 {
-				return scanNotJSON
-			}
-			e.add(key, line[vs:i])
-			if i = lexSpace(line, i); i == len(line) {
-				return scanNotJSON
-			}
-			if line[i] == '}' {
-				i++
-				break
-			}
-			if line[i] != ',' {
-				return scanNotJSON
-			}
-			i = lexSpace(line, i+1)
-		}
-	}
-	if lexSpace(line, i) != len(line) {
+	if !scanMembers(line, i, e.add) {
 		return scanNotJSON
 	}
 	return scanObject
