@@ -307,18 +307,7 @@ func TestBridgeAmbiguousNames(t *testing.T) {
 func TestBridgeHold(t *testing.T) {
 	up := newUpServer(t, false)
 	release := make(chan Verdict)
-	hb := newHPBridge(t, up.URL, func(ctx context.Context, in *bundles.Input) Verdict {
-		if in.Tool != "read_file" {
-			return Verdict{Allow: true}
-		}
-		report := progressFrom(ctx) // as Policy does: the reporter the call is decided with
-		return Verdict{Message: "held", Hold: func(ctx context.Context) Verdict {
-			if report != nil {
-				report("waiting for a person")
-			}
-			return <-release
-		}}
-	}, nil)
+	hb := newHPBridge(t, up.URL, holdReadFile(release), nil)
 	cs, ev := hb.connect(t, hpVersion)
 	params := &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "/srv/a"}}
 	params.SetProgressToken("hold-1")

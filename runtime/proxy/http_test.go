@@ -1091,23 +1091,31 @@ func FuzzMembers(f *testing.F) {
 	})
 }
 
-// TestHTTPHold: a call held for approval waits in its POST, reports
-// progress on an event stream the proxy opens, then runs or is denied.
-func TestHTTPHold(t *testing.T) {
-	up := newUpServer(t, false)
-	release := make(chan Verdict)
-	p := newHPProxy(t, up.URL, func(ctx context.Context, in *bundles.Input) Verdict {
+// holdReadFile decides as hold mode does for read_file calls: held, with
+// "waiting for a person" as progress (through the reporter the call is
+// decided with, as Policy does), until release gives the outcome. Other
+// tools are allowed.
+func holdReadFile(release <-chan Verdict) func(context.Context, *bundles.Input) Verdict {
+	return func(ctx context.Context, in *bundles.Input) Verdict {
 		if in.Tool != "read_file" {
 			return Verdict{Allow: true}
 		}
-		report := progressFrom(ctx) // as Policy does: the reporter the call is decided with
+		report := progressFrom(ctx)
 		return Verdict{Message: "held", Hold: func(ctx context.Context) Verdict {
 			if report != nil {
 				report("waiting for a person")
 			}
 			return <-release
 		}}
-	}, nil)
+	}
+}
+
+// TestHTTPHold: a call held for approval waits in its POST, reports
+// progress on an event stream the proxy opens, then runs or is denied.
+func TestHTTPHold(t *testing.T) {
+	up := newUpServer(t, false)
+	release := make(chan Verdict)
+	p := newHPProxy(t, up.URL, holdReadFile(release), nil)
 	cs, ev := hpConnect(t, p.URL, hpVersion, nil)
 	for _, tt := range []struct {
 		outcome Verdict
@@ -1161,15 +1169,9 @@ func TestHTTPHoldUpstreamRefuses(t *testing.T) {
 			}))
 			defer refuse.Close()
 			done := make(chan bool, 4)
-			p := newHPProxy(t, refuse.URL, func(ctx context.Context, in *bundles.Input) Verdict {
-				report := progressFrom(ctx)
-				return Verdict{Message: "held", Hold: func(ctx context.Context) Verdict {
-					if report != nil {
-						report("waiting for a person")
-					}
-					return Verdict{Allow: true, Done: func(ok bool) { done <- ok }}
-				}}
-			}, nil)
+			release := make(chan Verdict, 1)
+			release <- Verdict{Allow: true, Done: func(ok bool) { done <- ok }}
+			p := newHPProxy(t, refuse.URL, holdReadFile(release), nil)
 			status, body := hpPost(t, p.URL, `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"read_file","arguments":{},"_meta":{"progressToken":"h"}}}`)
 			if status != http.StatusOK || !strings.Contains(body, "waiting for a person") || !strings.Contains(body, "HTTP "+strconv.Itoa(tt.status)) {
 				t.Fatalf("got %d %s, want an event stream with the progress, then the server's refusal", status, body)
