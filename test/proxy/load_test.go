@@ -30,27 +30,10 @@ var (
 	raceBinary = flag.Bool("race-binary", false, "run TestLoadWhileSwapping's proxy built with -race (make test does, with -load-for 30s)")
 )
 
-var (
-	raceOnce sync.Once
-	racePath string
-	raceErr  error
-)
-
 // toolgateRace returns the toolgate binary built with the race detector,
-// building it on first use beside the one TestMain builds.
+// building it on first use.
 func toolgateRace(t testing.TB) string {
-	t.Helper()
-	raceOnce.Do(func() {
-		racePath = filepath.Join(filepath.Dir(toolgate), "toolgate-race")
-		out, err := exec.Command("go", "build", "-race", "-o", racePath, "github.com/toolgate/toolgate/cmd/toolgate").CombinedOutput()
-		if err != nil {
-			raceErr = fmt.Errorf("building toolgate with -race: %v\n%s", err, out)
-		}
-	})
-	if raceErr != nil {
-		t.Fatal(raceErr)
-	}
-	return racePath
+	return builtOnce(t, "toolgate-race", "github.com/toolgate/toolgate/cmd/toolgate", "-race")
 }
 
 // wireTap watches the JSON-RPC lines between the client and the proxy: every

@@ -20,26 +20,38 @@ import (
 // built on first use beside the toolgate binary TestMain builds, and a
 // JSON-RPC client that writes and reads the proxy's stdio lines itself.
 
-var (
-	anyserverOnce sync.Once
-	anyserverPath string
-	anyserverErr  error
-)
-
 // anyserverBin returns the anyserver binary, building it on first use.
 func anyserverBin(t testing.TB) string {
+	return builtOnce(t, "anyserver", "github.com/toolgate/toolgate/test/proxy/anyserver")
+}
+
+// built holds the binaries builtOnce made, by name.
+var built sync.Map // name → *builtBinary
+
+type builtBinary struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// builtOnce builds pkg with the extra go build flags into name, beside the
+// toolgate binary TestMain builds, once per test binary, and returns its
+// path.
+func builtOnce(t testing.TB, name, pkg string, flags ...string) string {
 	t.Helper()
-	anyserverOnce.Do(func() {
-		anyserverPath = filepath.Join(filepath.Dir(toolgate), "anyserver")
-		out, err := exec.Command("go", "build", "-o", anyserverPath, "github.com/toolgate/toolgate/test/proxy/anyserver").CombinedOutput()
-		if err != nil {
-			anyserverErr = fmt.Errorf("building anyserver: %v\n%s", err, out)
+	v, _ := built.LoadOrStore(name, &builtBinary{})
+	b := v.(*builtBinary)
+	b.once.Do(func() {
+		b.path = filepath.Join(filepath.Dir(toolgate), name)
+		args := append(append([]string{"build"}, flags...), "-o", b.path, pkg)
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("building %s: %v\n%s", name, err, out)
 		}
 	})
-	if anyserverErr != nil {
-		t.Fatal(anyserverErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return anyserverPath
+	return b.path
 }
 
 // rawProxy is a toolgate proxy process driven over raw pipes.
