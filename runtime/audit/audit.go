@@ -309,27 +309,3 @@ func (l *Log) Close() error {
 	}
 	return nil
 }
-
-// ArgsSHA256 returns the sha256 (hex) of the canonical form of a call's
-// arguments: object keys sorted, no insignificant whitespace, numbers as
-// written, HTML characters unescaped. Absent or null arguments hash as {}.
-// Arguments that are not valid JSON hash as their raw bytes.
-func ArgsSHA256(raw json.RawMessage) string {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || string(raw) == "null" {
-		return hashHex([]byte("{}"))
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return hashHex(raw)
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return hashHex(raw)
-	}
-	return hashHex(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
-}
