@@ -127,7 +127,7 @@ func (b *Bridge) Run(ctx context.Context, clientIn io.Reader, clientOut io.Write
 	b.target = b.Upstream.String()
 	b.client = b.Client
 	if b.client == nil {
-		b.client = newUpstreamClient()
+		b.client = newUpstreamClient(b.Upstream)
 	}
 	b.log = b.Logger
 	if b.log == nil {

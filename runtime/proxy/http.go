@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"mime"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -94,9 +93,11 @@ type HTTP struct {
 	// Required.
 	Upstream *url.URL
 	// Client sends the requests to Upstream. Nil means a client made for
-	// this (connection reuse sized for many concurrent calls, no redirects
-	// followed, proxies from the environment). A Client with a Timeout cuts
-	// GET streams off: use CallTimeout instead.
+	// this: no redirects followed; a plain-HTTP Upstream reached without a
+	// proxy over HTTP/1.1 keep-alive connections that each call writes and
+	// reads itself ([directTransport]), anything else through an
+	// http.Transport (HTTP/2 over TLS, proxies from the environment). A
+	// Client with a Timeout cuts GET streams off: use CallTimeout instead.
 	Client *http.Client
 	// Identity returns the caller of a request, for decision inputs. Nil
 	// means an empty identity.
@@ -137,7 +138,7 @@ func (h *HTTP) init() {
 	}
 	h.client = h.Client
 	if h.client == nil {
-		h.client = newUpstreamClient()
+		h.client = newUpstreamClient(h.Upstream)
 	}
 	h.log = h.Logger
 	if h.log == nil {
@@ -150,29 +151,6 @@ func (h *HTTP) init() {
 	h.sessions.max = h.MaxSessions
 	if h.sessions.max <= 0 {
 		h.sessions.max = DefaultMaxSessions
-	}
-}
-
-// newUpstreamClient returns the default client of [HTTP] and [Bridge].
-func newUpstreamClient() *http.Client {
-	t := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		// Every open event stream holds a connection and its buffers; a
-		// request or a response line rarely needs more than this (longer
-		// ones are read in several steps).
-		WriteBufferSize: 2 << 10,
-		ReadBufferSize:  2 << 10,
-	}
-	return &http.Client{
-		Transport:     t,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }
 
@@ -391,7 +369,11 @@ func (h *HTTP) forward(w http.ResponseWriter, x *exchange, body []byte) {
 	}
 	reqCtx := x.ctx
 	if x.done != nil { // a call whose counters wait on the outcome
-		reqCtx = httptrace.WithClientTrace(reqCtx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { sent.Store(true) }})
+		reqCtx = httptrace.WithClientTrace(reqCtx, &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
+			if i.Err == nil { // else the request broke off: the server cannot run it
+				sent.Store(true)
+			}
+		}})
 	}
 	out, err := http.NewRequestWithContext(reqCtx, http.MethodPost, h.target, bytes.NewReader(body))
 	if err != nil {

@@ -1,0 +1,322 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Limits of the connections to the MCP server.
+const (
+	upstreamDialTimeout = 10 * time.Second
+	upstreamKeepAlive   = 30 * time.Second
+	// upstreamIdleTimeout: an idle connection older than this is closed,
+	// not reused.
+	upstreamIdleTimeout = 90 * time.Second
+	// upstreamMaxIdle bounds the idle connections kept for reuse.
+	upstreamMaxIdle = 256
+	// upstreamBufSize is each connection's read and write buffer: a request
+	// or a response line rarely needs more (longer ones are read in several
+	// steps), and every open event stream holds a connection.
+	upstreamBufSize = 2 << 10
+)
+
+// newUpstreamClient returns the default client of [HTTP] and [Bridge] for
+// the server at target: it follows no redirects, and sends its requests
+// through a [directTransport] when target is plain HTTP reached without a
+// proxy, through an http.Transport otherwise (HTTPS, with HTTP/2 when the
+// server offers it; proxies from the environment).
+func newUpstreamClient(target *url.URL) *http.Client {
+	return newUpstreamClientWith(target, http.ProxyFromEnvironment)
+}
+
+// newUpstreamClientWith is newUpstreamClient with proxy choosing the
+// proxy of each request.
+func newUpstreamClientWith(target *url.URL, proxy func(*http.Request) (*url.URL, error)) *http.Client {
+	t := &http.Transport{
+		Proxy:                 proxy,
+		DialContext:           (&net.Dialer{Timeout: upstreamDialTimeout, KeepAlive: upstreamKeepAlive}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          4 * upstreamMaxIdle,
+		MaxIdleConnsPerHost:   upstreamMaxIdle,
+		IdleConnTimeout:       upstreamIdleTimeout,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		WriteBufferSize:       upstreamBufSize,
+		ReadBufferSize:        upstreamBufSize,
+	}
+	var rt http.RoundTripper = t
+	if target != nil && target.Scheme == "http" {
+		if p, err := proxy(&http.Request{URL: target}); err == nil && p == nil {
+			rt = newDirectTransport(target, t)
+		}
+	}
+	return &http.Client{
+		Transport:     rt,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// directTransport sends HTTP/1.1 requests to one plain-HTTP server over
+// keep-alive connections that the calling goroutine writes and reads
+// itself. http.Transport hands every request to a writer goroutine and
+// every response back from a reader goroutine; on a call that takes a few
+// tens of microseconds those hand-offs (and the threads they wake) are a
+// large part of the proxy's CPU. Requests are written by net/http's
+// Request.Write and responses read by http.ReadResponse: only the
+// connections are managed here.
+//
+// Contracts: a response body must be read to its end or closed; at its end
+// the connection goes back to the idle pool (unless either side asked to
+// close it), a body closed early closes its connection. Cancelling the
+// request's context ends its exchange at once (the connection is closed).
+// An idle connection is checked before reuse (a server closes idle
+// connections when it likes); a request whose write fails on a reused
+// connection is sent again once on a new one, as nothing of it reached the
+// server whole. Requests for another host or scheme go to fallback.
+type directTransport struct {
+	scheme, host string // of the server
+	addr         string // host:port to dial
+	dialer       net.Dialer
+	fallback     *http.Transport
+	idle         chan *upConn // the idle pool, most recently put last
+	sweeping     atomic.Bool  // a sweep of the idle pool is scheduled
+}
+
+func newDirectTransport(target *url.URL, fallback *http.Transport) *directTransport {
+	addr := target.Host
+	if target.Port() == "" {
+		addr = net.JoinHostPort(target.Hostname(), "80")
+	}
+	return &directTransport{
+		scheme:   target.Scheme,
+		host:     target.Host,
+		addr:     addr,
+		dialer:   net.Dialer{Timeout: upstreamDialTimeout, KeepAlive: upstreamKeepAlive},
+		fallback: fallback,
+		idle:     make(chan *upConn, upstreamMaxIdle),
+	}
+}
+
+// upConn is one connection to the server.
+type upConn struct {
+	conn      net.Conn
+	raw       syscall.RawConn // for the liveness check; nil when the conn has none
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+}
+
+// aLongTimeAgo is a deadline that makes every pending read and write fail.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// RoundTrip implements http.RoundTripper.
+func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != t.scheme || req.URL.Host != t.host || req.Method == http.MethodConnect {
+		return t.fallback.RoundTrip(req)
+	}
+	ctx := req.Context()
+	for retried := false; ; retried = true {
+		c, reused, err := t.get(ctx)
+		if err != nil {
+			if req.Body != nil {
+				req.Body.Close()
+			}
+			return nil, err
+		}
+		stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(aLongTimeAgo) })
+		err = req.Write(c.bw)
+		if err == nil {
+			err = c.bw.Flush()
+		}
+		if err != nil {
+			stop()
+			c.conn.Close()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			// A write that failed left the request incomplete at the
+			// server: on a connection the server had closed, send it
+			// again on a new one.
+			if reused && !retried {
+				if req.Body == nil || req.Body == http.NoBody {
+					continue
+				}
+				if req.GetBody != nil {
+					if req.Body, err = req.GetBody(); err == nil {
+						continue
+					}
+				}
+			}
+			return nil, err
+		}
+		resp, err := readResponse(c.br, req)
+		if err != nil {
+			stop()
+			c.conn.Close()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, err
+		}
+		reuse := !resp.Close && !req.Close
+		if resp.Body == http.NoBody {
+			t.release(c, stop, reuse)
+			return resp, nil
+		}
+		resp.Body = &upBody{t: t, c: c, rc: resp.Body, stop: stop, reuse: reuse}
+		return resp, nil
+	}
+}
+
+// readResponse reads the response to req, skipping informational (1xx)
+// responses other than 101.
+func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+	for {
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode < 100 || resp.StatusCode > 199 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+	}
+}
+
+// get returns an idle connection that is still open, or a new one.
+func (t *directTransport) get(ctx context.Context) (c *upConn, reused bool, err error) {
+	for {
+		select {
+		case c = <-t.idle:
+			if time.Since(c.idleSince) < upstreamIdleTimeout && c.alive() {
+				return c, true, nil
+			}
+			c.conn.Close()
+			continue
+		default:
+		}
+		break
+	}
+	conn, err := t.dialer.DialContext(ctx, "tcp", t.addr)
+	if err != nil {
+		return nil, false, err
+	}
+	c = &upConn{conn: conn, br: bufio.NewReaderSize(conn, upstreamBufSize), bw: bufio.NewWriterSize(conn, upstreamBufSize)}
+	if sc, ok := conn.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+	return c, false, nil
+}
+
+// release ends an exchange on c: c goes back to the idle pool when reuse
+// holds and its request's context did not cancel it (stop reports that),
+// and is closed otherwise.
+func (t *directTransport) release(c *upConn, stop func() bool, reuse bool) {
+	if !stop() || !reuse || c.br.Buffered() > 0 {
+		c.conn.Close()
+		return
+	}
+	c.idleSince = time.Now()
+	select {
+	case t.idle <- c:
+		if !t.sweeping.Swap(true) {
+			time.AfterFunc(upstreamIdleTimeout/3, t.sweep)
+		}
+	default:
+		c.conn.Close()
+	}
+}
+
+// sweep closes the idle connections that are too old or closed by the
+// server, and schedules itself again while some remain.
+func (t *directTransport) sweep() {
+	for range len(t.idle) {
+		var c *upConn
+		select {
+		case c = <-t.idle:
+		default:
+		}
+		if c == nil {
+			break
+		}
+		if time.Since(c.idleSince) >= upstreamIdleTimeout || !c.alive() {
+			c.conn.Close()
+			continue
+		}
+		select {
+		case t.idle <- c:
+		default:
+			c.conn.Close()
+		}
+	}
+	t.sweeping.Store(false)
+	if len(t.idle) > 0 && !t.sweeping.Swap(true) {
+		time.AfterFunc(upstreamIdleTimeout/3, t.sweep)
+	}
+}
+
+// CloseIdleConnections closes the idle connections (http.Client calls it).
+func (t *directTransport) CloseIdleConnections() {
+	for {
+		select {
+		case c := <-t.idle:
+			c.conn.Close()
+		default:
+			t.fallback.CloseIdleConnections()
+			return
+		}
+	}
+}
+
+// upBody is the body of a response read by [directTransport]: its end
+// gives the connection back.
+type upBody struct {
+	t     *directTransport
+	c     *upConn
+	rc    io.ReadCloser // the body as http.ReadResponse made it
+	stop  func() bool   // stops the context's watch of the exchange
+	reuse bool
+	state atomic.Int32 // bodyOpen, bodyEnded or bodyClosed
+}
+
+// States of an [upBody].
+const (
+	bodyOpen   = iota
+	bodyEnded  // read to its end (or to an error): the connection is released
+	bodyClosed // closed before its end: the connection is closed
+)
+
+var errBodyClosed = errors.New("proxy: read on a closed response body")
+
+func (b *upBody) Read(p []byte) (int, error) {
+	switch b.state.Load() {
+	case bodyEnded:
+		return 0, io.EOF
+	case bodyClosed:
+		return 0, errBodyClosed
+	}
+	n, err := b.rc.Read(p)
+	if err != nil && b.state.CompareAndSwap(bodyOpen, bodyEnded) {
+		b.t.release(b.c, b.stop, b.reuse && err == io.EOF)
+	}
+	return n, err
+}
+
+// Close ends the exchange; before the body's end that closes the
+// connection (which unblocks a Read in progress).
+func (b *upBody) Close() error {
+	if b.state.CompareAndSwap(bodyOpen, bodyClosed) {
+		b.stop()
+		b.c.conn.Close()
+	}
+	return nil
+}
+
+var _ io.ReadCloser = (*upBody)(nil)
