@@ -51,6 +51,7 @@ func TestMain(m *testing.M) {
 		{"go", "build", "-o", filepath.Join(dir, "toolgate"), "github.com/toolgate/toolgate/cmd/toolgate"},
 		{"go", "build", "-o", filepath.Join(dir, "upstream"), "github.com/toolgate/toolgate/test/proxybench/upstream"},
 		{"cc", "-O2", "-o", filepath.Join(dir, "relay"), "../../../shared/bench/relay.c"},
+		{"cc", "-O2", "-pthread", "-o", filepath.Join(dir, "loadgen"), "testdata/loadgen.c"},
 	} {
 		cmd := exec.Command(b[0], b[1:]...)
 		cmd.Stderr = os.Stderr
