@@ -144,3 +144,48 @@ func TestConcurrentReserve(t *testing.T) {
 		t.Fatalf("counter a = %d, committed %d; want them equal and at most 100", got, granted)
 	}
 }
+
+// TestConcurrentReserveOverlapping: calls reserving the same counters in
+// different orders, and one counter twice, neither deadlock nor pass a
+// limit, and every counter ends at what was committed.
+func TestConcurrentReserveOverlapping(t *testing.T) {
+	s := New()
+	now := time.Now()
+	lists := [][]bundles.Reservation{
+		{res("x", "day", 1, limit(150)), res("y", "day", 1, nil)},
+		{res("y", "day", 1, nil), res("x", "day", 1, limit(150))},
+		{res("y", "day", 2, limit(400)), res("y", "day", 1, limit(400)), res("z", "hour", 1, nil)},
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	want := map[string]int64{}
+	for g := range 9 {
+		rs := lists[g%len(lists)]
+		wg.Go(func() {
+			for i := range 100 {
+				release, refusal := s.Reserve(rs, now)
+				if refusal != nil {
+					continue
+				}
+				if i%7 == 0 {
+					release()
+					continue
+				}
+				mu.Lock()
+				for _, r := range rs {
+					want[r.Key] += r.Amount
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for key, window := range map[string]string{"x": "day", "y": "day", "z": "hour"} {
+		if got := valueOf(s, key, window, now); got != want[key] {
+			t.Errorf("counter %s = %d, committed %d", key, got, want[key])
+		}
+	}
+	if x := want["x"]; x > 150 || x == 0 || want["y"] == 0 || want["z"] == 0 {
+		t.Errorf("committed x %d (limit 150), y %d, z %d", x, want["y"], want["z"])
+	}
+}

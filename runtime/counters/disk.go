@@ -86,8 +86,11 @@ type Disk struct {
 	dir  string
 	opts DiskOptions
 
-	mu    sync.Mutex        // guards dirty
-	dirty map[string]string // changed counter key → its window name
+	// dirty holds the counters changed since the last flush: key → its
+	// window name. A reservation marks its keys; the flusher takes each
+	// mark off before it reads the counter, so a change after that read
+	// marks it again for the next flush.
+	dirty sync.Map
 
 	// Owned by the flusher (and by Close once the flusher has stopped).
 	file    *os.File
@@ -132,7 +135,6 @@ func OpenDisk(dir string, opts DiskOptions) (*Disk, error) {
 		mem:   New(),
 		dir:   dir,
 		opts:  opts,
-		dirty: make(map[string]string),
 		saved: make(map[string]saved),
 		reqs:  make(chan chan error),
 		stop:  make(chan struct{}),
@@ -165,11 +167,11 @@ func (d *Disk) Reserve(rs []bundles.Reservation, now time.Time) (func(), *bundle
 }
 
 func (d *Disk) markDirty(rs []bundles.Reservation) {
-	d.mu.Lock()
 	for i := range rs {
-		d.dirty[rs[i].Key] = rs[i].Window
+		if _, ok := d.dirty.Load(rs[i].Key); !ok {
+			d.dirty.Store(rs[i].Key, rs[i].Window)
+		}
 	}
-	d.mu.Unlock()
 }
 
 // State is [Store.State].
@@ -232,22 +234,18 @@ func (d *Disk) run() {
 // flush appends a line for each changed counter whose value differs from
 // the journal's, then compacts the journal if it has grown past CompactAt.
 func (d *Disk) flush() error {
-	d.mu.Lock()
-	if len(d.dirty) == 0 {
-		d.mu.Unlock()
-		return d.lastErr
-	}
-	dirty := d.dirty
-	d.dirty = make(map[string]string, len(dirty))
-	d.mu.Unlock()
-
-	wrote := false
+	wrote, changed := false, false
 	var line []byte
-	d.mem.mu.Lock()
-	for key, window := range dirty {
+	for k := range d.dirty.Range {
+		w, ok := d.dirty.LoadAndDelete(k)
+		if !ok {
+			continue
+		}
+		changed = true
+		key, window := k.(string), w.(string)
 		var cur saved
-		if v := d.mem.vals[key]; v != nil {
-			cur = saved{window: window, start: v.start, n: v.n}
+		if start, n, ok := d.mem.read(key); ok {
+			cur = saved{window: window, start: start, n: n}
 		}
 		if old, ok := d.saved[key]; ok && old.start == cur.start && old.n == cur.n {
 			continue
@@ -258,7 +256,9 @@ func (d *Disk) flush() error {
 		d.size += int64(n)
 		wrote = true
 	}
-	d.mem.mu.Unlock()
+	if !changed {
+		return d.lastErr
+	}
 	if !wrote {
 		return nil
 	}
@@ -326,14 +326,14 @@ func (d *Disk) replay() error {
 			continue
 		}
 		if start, ok := windowStart(s.window, now); !ok || start != s.start {
-			delete(d.mem.vals, key)
+			d.mem.vals.Delete(key)
 			continue
 		}
-		d.mem.vals[key] = &value{start: s.start, n: s.n}
+		d.mem.set(key, s.start, s.n)
 		d.saved[key] = s
 	}
 	for key := range d.saved {
-		if d.mem.vals[key] == nil {
+		if d.mem.get(key) == nil {
 			delete(d.saved, key)
 		}
 	}

@@ -2,11 +2,13 @@ package counters
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -266,4 +268,23 @@ func BenchmarkReserve(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkReserveParallel: calls on different counters (one per
+// goroutine, as per-identity limits are) should not wait for each other.
+func BenchmarkReserveParallel(b *testing.B) {
+	now := time.Now()
+	s := New()
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		key := fmt.Sprintf("user%d._rate_minute", next.Add(1))
+		rs := []bundles.Reservation{res(key, "minute", 1, nil), res(key+".spend", "day", 3, nil)}
+		for pb.Next() {
+			if _, refusal := s.Reserve(rs, now); refusal != nil {
+				b.Fatal("refused")
+			}
+			s.State(nil, rs, now)
+		}
+	})
 }
