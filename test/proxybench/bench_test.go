@@ -50,6 +50,7 @@ func TestMain(m *testing.M) {
 	for _, b := range [][]string{
 		{"go", "build", "-o", filepath.Join(dir, "toolgate"), "github.com/toolgate/toolgate/cmd/toolgate"},
 		{"go", "build", "-o", filepath.Join(dir, "upstream"), "github.com/toolgate/toolgate/test/proxybench/upstream"},
+		{"go", "build", "-o", filepath.Join(dir, "reverseproxy"), "github.com/toolgate/toolgate/test/proxybench/reverseproxy"},
 		{"cc", "-O2", "-o", filepath.Join(dir, "relay"), "../../../shared/bench/relay.c"},
 		{"cc", "-O2", "-pthread", "-o", filepath.Join(dir, "loadgen"), "testdata/loadgen.c"},
 	} {

@@ -15,10 +15,13 @@ import (
 	"time"
 )
 
-// This file measures throughput: how many allowed tools/call one toolgate
-// process (the real binary, `toolgate proxy --listen --upstream`, with its
-// production defaults: counters on disk, an audit log) passes with 8
-// clients, against the same upstream called directly.
+// This file measures the Streamable HTTP proxy as users run it: the real
+// toolgate binary (`toolgate proxy --listen --upstream`, with its
+// production defaults: counters on disk, an audit log) in its own process,
+// against the same upstream called directly and through a bare
+// httputil.ReverseProxy in its own process (the price of an HTTP hop
+// alone). With 8 clients it is also the throughput benchmark: calls/s
+// through one proxy process.
 //
 // The 2 cores of these machines run the proxy, the clients and the
 // upstream at once, so what the clients and the upstream cost is taken
@@ -26,12 +29,11 @@ import (
 // keep-alive connection, blocking sockets, about 5 µs of CPU a call each
 // side (a Go client and upstream on net/http cost 30–60 µs, mostly in
 // waking and parking their goroutines). BenchmarkHTTPRoundTrip is the
-// latency comparison with net/http peers; this one is the capacity of the
-// proxy process.
+// in-process comparison with net/http peers.
 //
 // Metrics: calls/s (all clients together), p50-ns and p99-ns (the round
-// trips), proxy-cpu-ns/op (the toolgate process's user+system CPU per
-// call, from /proc) and load-cpu-ns/op (the clients' and the upstream's).
+// trips), proxy-cpu-ns/op (the proxy process's user+system CPU per call,
+// from /proc) and load-cpu-ns/op (the clients' and the upstream's).
 
 // startLoadgenUpstream starts `loadgen upstream` and returns its endpoint
 // and process id.
@@ -144,16 +146,39 @@ func throughputRun(b *testing.B, clients int, endpoint string, proxyPID, upPID i
 	}
 }
 
-// BenchmarkHTTPThroughput is the throughput benchmark (see the comment at
-// the top of this file). Paths: direct to the upstream, and through the
-// toolgate process (allowed calls: decided, a disk counter reserved and
-// committed, an audit record written, forwarded).
-func BenchmarkHTTPThroughput(b *testing.B) {
+// startReverseProxy starts the bare reverse proxy in front of upstream and
+// returns its endpoint and process id.
+func startReverseProxy(b *testing.B, upstream string) (string, int) {
+	cmd := exec.Command(filepath.Join(bin, "reverseproxy"), upstream)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		b.Fatalf("reverseproxy printed no address: %v", err)
+	}
+	return "http://" + strings.TrimSpace(line) + "/mcp", cmd.Process.Pid
+}
+
+// BenchmarkHTTPProcesses is the process-level Streamable HTTP benchmark
+// (see the comment at the top of this file). Paths: direct to the upstream;
+// through the reverse proxy; through toolgate (allowed calls: decided, a
+// disk counter reserved and committed, an audit record written,
+// forwarded).
+func BenchmarkHTTPProcesses(b *testing.B) {
 	up, upPID := startLoadgenUpstream(b)
-	endpoint, proxyPID := startHTTPToolgate(b, up)
-	const clients = 8
-	b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
-		b.Run("path=direct", func(b *testing.B) { throughputRun(b, clients, up, 0, upPID) })
-		b.Run("path=toolgate", func(b *testing.B) { throughputRun(b, clients, endpoint, proxyPID, upPID) })
-	})
+	rp, rpPID := startReverseProxy(b, up)
+	tg, tgPID := startHTTPToolgate(b, up)
+	for _, clients := range []int{1, 8} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			b.Run("path=direct", func(b *testing.B) { throughputRun(b, clients, up, 0, upPID) })
+			b.Run("path=reverseproxy", func(b *testing.B) { throughputRun(b, clients, rp, rpPID, upPID) })
+			b.Run("path=toolgate", func(b *testing.B) { throughputRun(b, clients, tg, tgPID, upPID) })
+		})
+	}
 }
