@@ -206,6 +206,13 @@ func (t *directTransport) get(ctx context.Context) (c *upConn, reused bool, err 
 	}
 	conn, err := t.dialer.DialContext(ctx, "tcp", t.addr)
 	if err != nil {
+		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+			// The dial ran into the request's deadline (its own timer
+			// may fire a moment before the context's): report the
+			// deadline, as the caller's timeout.
+			<-ctx.Done()
+			return nil, false, ctx.Err()
+		}
 		return nil, false, err
 	}
 	c = &upConn{conn: conn, br: bufio.NewReaderSize(conn, upstreamBufSize), bw: bufio.NewWriterSize(conn, upstreamBufSize)}
