@@ -37,14 +37,19 @@ import (
 // back to the client as lines. After initialize, the bridge opens the
 // server's GET stream to relay what the server sends outside a request
 // (a server that answers 405 has none); it reopens it, with Last-Event-ID,
-// when it breaks. When the client's input ends, requests still in flight
+// when it breaks. An answer's event stream that ends before the response
+// (a broken connection, or a server that closes it to have the client come
+// back later) is resumed the same way when its events carry ids: a GET with
+// the last id, up to maxStreamResumes times in a row without a new event,
+// within the request's CallTimeout. When the client's input ends, requests still in flight
 // are abandoned (allowed calls rolled back) and the session is ended with a
 // DELETE.
 //
 // A request the server fails (unreachable, an HTTP error, no answer within
 // CallTimeout, a stream that ends without the answer) gets a JSON-RPC error
-// (code -32000) with its id, and an allowed call is rolled back
-// (Verdict.Done(false)). Malformed client messages are answered as [Stdio]
+// (code -32000) with its id, and an allowed call the server never received
+// is rolled back (Verdict.Done(false); one it received counts, see
+// [outcomeUnknown]). Malformed client messages are answered as [Stdio]
 // answers them, and ambiguous ones as [HTTP] refuses them. A call held for
 // approval (Verdict.Hold) waits off the client's reading path, reporting
 // progress when it carries a progress token (through Enforcer.Notify, or
@@ -322,19 +327,19 @@ func (b *Bridge) post(ctx context.Context, body []byte, x *bridgeExchange, sent 
 		}
 		b.fromServer(ctx, x, msg)
 	case "text/event-stream":
-		sr := newSSEReader(resp.Body, b.MaxLine)
-		for {
-			if err = sr.next(); err != nil {
-				break
-			}
-			if ev := sr.parse(); ev.isMessage() {
-				b.fromServer(ctx, x, ev.data)
-				if x.answered {
-					break // the stream is done with
-				}
+		var lastID string
+		err = b.relayStream(ctx, x, resp.Body, &lastID)
+		// A stream that broke (or that the server closed) before the
+		// response is resumed with a GET carrying the last event id, as
+		// the Streamable HTTP transport provides, when its events had ids.
+		for tries := 1; !x.answered && x.kind == kindRequest && lastID != "" && !errors.Is(err, errEventTooLarge) &&
+			tries <= maxStreamResumes && reqCtx.Err() == nil && !b.closing.Load(); tries++ {
+			from := lastID
+			err = b.resumeStream(reqCtx, ctx, x, &lastID, time.Duration(tries-1)*resumeBackoff)
+			if lastID != from {
+				tries = 0 // progress: the count starts again
 			}
 		}
-		sr.free()
 		if !x.answered {
 			b.failed(x, reqCtx, err)
 		}
@@ -347,6 +352,74 @@ func (b *Bridge) post(ctx context.Context, body []byte, x *bridgeExchange, sent 
 }
 
 var acceptBoth = []string{"application/json, text/event-stream"}
+
+// Resuming a request's event stream: how often in a row without a new
+// event, and the wait before the second and later tries (times the try).
+const (
+	maxStreamResumes = 3
+	resumeBackoff    = 250 * time.Millisecond
+)
+
+// relayStream relays the events of a request's event stream to the client
+// until its response has come (x.answered) or the stream ends; lastID
+// follows the events' ids. It returns why the stream ended (io.EOF for its
+// end).
+func (b *Bridge) relayStream(ctx context.Context, x *bridgeExchange, body io.Reader, lastID *string) error {
+	sr := newSSEReader(body, b.MaxLine)
+	defer sr.free()
+	for {
+		if err := sr.next(); err != nil {
+			return err
+		}
+		ev := sr.parse()
+		if ev.hasID {
+			*lastID = string(ev.id)
+		}
+		if ev.isMessage() {
+			b.fromServer(ctx, x, ev.data)
+			if x.answered {
+				return nil // the stream is done with
+			}
+		}
+	}
+}
+
+// resumeStream waits wait, then asks the server to replay a request's
+// event stream after *lastID (a GET with Last-Event-ID) and relays it.
+// reqCtx bounds the request (its CallTimeout); ctx is the bridge's.
+func (b *Bridge) resumeStream(reqCtx, ctx context.Context, x *bridgeExchange, lastID *string, wait time.Duration) error {
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-reqCtx.Done():
+			t.Stop()
+			return reqCtx.Err()
+		case <-t.C:
+		}
+	}
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodGet, b.target, nil)
+	if err != nil {
+		return err
+	}
+	req.Header["Accept"] = eventStreamOnly
+	b.headers(req.Header)
+	req.Header.Set("Last-Event-ID", *lastID)
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 || mediaType(resp.Header.Get("Content-Type")) != "text/event-stream" {
+		drain(resp.Body)
+		b.log.Warn("the MCP server did not resume an answer's event stream", "status", resp.StatusCode)
+		*lastID = ""  // it cannot: stop trying
+		return io.EOF // the answer ended without its response
+	}
+	b.log.Info("resumed an answer's event stream", "last_event_id", req.Header.Get("Last-Event-ID"))
+	return b.relayStream(ctx, x, resp.Body, lastID)
+}
+
+var eventStreamOnly = []string{"text/event-stream"}
 
 // failed answers a request the server did not answer (err says why) with
 // an error.

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -335,4 +336,73 @@ func TestBridgeHold(t *testing.T) {
 	if res := <-got; res == nil || upResultText(res) != "read /srv/a" {
 		t.Errorf("after the hold: got %+v", res)
 	}
+}
+
+// TestBridgeResumesAnswerStream: a server that closes a call's event stream
+// before the response (the go-sdk server with an event store, its tool
+// asking for the disconnect as protocol 2025-11-25 allows) has it resumed
+// by the bridge with a GET carrying Last-Event-ID; the client sees the
+// progress and the result, and the call counts. A server that cannot resume
+// gets the call answered with an error.
+func TestBridgeResumesAnswerStream(t *testing.T) {
+	s := mcp.NewServer(&mcp.Implementation{Name: "resumable", Version: "1.0.0"}, nil)
+	mcp.AddTool(s, &mcp.Tool{Name: "long_job"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		if tok := req.Params.GetProgressToken(); tok != nil {
+			req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: 1, Total: 2, Message: "half"})
+		}
+		req.Extra.CloseSSEStream(mcp.CloseSSEStreamArgs{RetryAfter: 10 * time.Millisecond})
+		time.Sleep(50 * time.Millisecond) // the answer comes after the stream closed
+		return upText("finished"), nil, nil
+	})
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s },
+		&mcp.StreamableHTTPOptions{EventStore: mcp.NewMemoryEventStore(nil)})
+	var resumes atomic.Int64
+	var refuse atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.Header.Get("Last-Event-ID") != "" {
+			resumes.Add(1)
+			if refuse.Load() {
+				http.Error(w, "no replay here", http.StatusMethodNotAllowed)
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close) // after the bridge's cleanup has ended its GET stream
+
+	hb := newHPBridge(t, srv.URL, func(context.Context, *bundles.Input) Verdict { return Verdict{Allow: true} }, nil)
+	cs, ev := hb.connect(t, "2025-11-25")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	params := &mcp.CallToolParams{Name: "long_job", Arguments: map[string]any{}}
+	params.SetProgressToken("job-1")
+	res, err := cs.CallTool(ctx, params)
+	if err != nil {
+		t.Fatalf("the call across a closed stream: %v", err)
+	}
+	if res.IsError || upResultText(res) != "finished" {
+		t.Fatalf("the call across a closed stream: %q", upResultText(res))
+	}
+	select {
+	case p := <-ev.progress:
+		if p.Message != "half" {
+			t.Errorf("progress %+v", p)
+		}
+	default:
+		t.Error("the progress sent before the stream closed did not arrive")
+	}
+	if resumes.Load() == 0 {
+		t.Error("the answer arrived without a resumed stream: the server did not close it")
+	}
+	hb.waitDone(t, "long_job", true)
+
+	refuse.Store(true)
+	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "long_job", Arguments: map[string]any{}})
+	if err == nil && !res.IsError {
+		t.Fatalf("a stream the server cannot resume: result %q, want an error", upResultText(res))
+	}
+	if err == nil || !strings.Contains(err.Error(), "without a response") {
+		t.Errorf("error %v, want the answer ended without a response", err)
+	}
+	hb.waitDone(t, "long_job", true, true) // it reached the server: it counts
 }
