@@ -35,10 +35,10 @@ import (
 // trips), proxy-cpu-ns/op (the proxy process's user+system CPU per call,
 // from /proc) and load-cpu-ns/op (the clients' and the upstream's).
 
-// startLoadgenUpstream starts `loadgen upstream` and returns its endpoint
-// and process id.
-func startLoadgenUpstream(b *testing.B) (string, int) {
-	cmd := exec.Command(filepath.Join(bin, "loadgen"), "upstream")
+// startServer starts one of the built binaries, which prints where it
+// listens as its first line, and returns that line and the process id.
+func startServer(b *testing.B, name string, args ...string) (string, int) {
+	cmd := exec.Command(filepath.Join(bin, name), args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -49,9 +49,9 @@ func startLoadgenUpstream(b *testing.B) (string, int) {
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
-		b.Fatalf("loadgen upstream printed no port: %v", err)
+		b.Fatalf("%s printed no address: %v", name, err)
 	}
-	return "http://127.0.0.1:" + strings.TrimSpace(line) + "/mcp", cmd.Process.Pid
+	return strings.TrimSpace(line), cmd.Process.Pid
 }
 
 // startHTTPToolgate starts the toolgate binary as a Streamable HTTP proxy
@@ -146,33 +146,16 @@ func throughputRun(b *testing.B, clients int, endpoint string, proxyPID, upPID i
 	}
 }
 
-// startReverseProxy starts the bare reverse proxy in front of upstream and
-// returns its endpoint and process id.
-func startReverseProxy(b *testing.B, upstream string) (string, int) {
-	cmd := exec.Command(filepath.Join(bin, "reverseproxy"), upstream)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		b.Fatalf("reverseproxy printed no address: %v", err)
-	}
-	return "http://" + strings.TrimSpace(line) + "/mcp", cmd.Process.Pid
-}
-
 // BenchmarkHTTPProcesses is the process-level Streamable HTTP benchmark
 // (see the comment at the top of this file). Paths: direct to the upstream;
 // through the reverse proxy; through toolgate (allowed calls: decided, a
 // disk counter reserved and committed, an audit record written,
 // forwarded).
 func BenchmarkHTTPProcesses(b *testing.B) {
-	up, upPID := startLoadgenUpstream(b)
-	rp, rpPID := startReverseProxy(b, up)
+	port, upPID := startServer(b, "loadgen", "upstream")
+	up := "http://127.0.0.1:" + port + "/mcp"
+	rpAddr, rpPID := startServer(b, "reverseproxy", up)
+	rp := "http://" + rpAddr + "/mcp"
 	tg, tgPID := startHTTPToolgate(b, up)
 	for _, clients := range []int{1, 8} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
