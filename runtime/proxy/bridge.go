@@ -275,8 +275,10 @@ func (b *Bridge) post(ctx context.Context, body []byte, x *bridgeExchange, sent 
 		reqCtx, cancel = context.WithTimeout(ctx, b.CallTimeout)
 		defer cancel()
 	}
-	traced := httptrace.WithClientTrace(reqCtx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
-		x.sent.Store(true)
+	traced := httptrace.WithClientTrace(reqCtx, &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
+		if i.Err == nil { // else the request broke off: the server cannot run it
+			x.sent.Store(true)
+		}
 		signal()
 	}})
 	req, err := http.NewRequestWithContext(traced, http.MethodPost, b.target, bytes.NewReader(body))

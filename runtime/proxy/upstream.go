@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -31,8 +32,8 @@ const (
 // newUpstreamClient returns the default client of [HTTP] and [Bridge] for
 // the server at target: it follows no redirects, and sends its requests
 // through a [directTransport] when target is plain HTTP reached without a
-// proxy, through an http.Transport otherwise (HTTPS, with HTTP/2 when the
-// server offers it; proxies from the environment).
+// proxy (on Unix), through an http.Transport otherwise (HTTPS, with HTTP/2
+// when the server offers it; proxies from the environment).
 func newUpstreamClient(target *url.URL) *http.Client {
 	return newUpstreamClientWith(target, http.ProxyFromEnvironment)
 }
@@ -53,7 +54,7 @@ func newUpstreamClientWith(target *url.URL, proxy func(*http.Request) (*url.URL,
 		ReadBufferSize:        upstreamBufSize,
 	}
 	var rt http.RoundTripper = t
-	if target != nil && target.Scheme == "http" {
+	if directTransportSupported && target != nil && target.Scheme == "http" {
 		if p, err := proxy(&http.Request{URL: target}); err == nil && p == nil {
 			rt = newDirectTransport(target, t)
 		}
@@ -75,20 +76,41 @@ func newUpstreamClientWith(target *url.URL, proxy func(*http.Request) (*url.URL,
 //
 // Contracts: a response body must be read to its end or closed; at its end
 // the connection goes back to the idle pool (unless either side asked to
-// close it), a body closed early closes its connection. Cancelling the
-// request's context ends its exchange at once (the connection is closed).
+// close it), a body closed early closes its connection. A request whose
+// context is done is not sent; cancelling it later ends its exchange at
+// once (pending reads and writes fail, and the connection is not reused).
 // An idle connection is checked before reuse (a server closes idle
-// connections when it likes); a request whose write fails on a reused
-// connection is sent again once on a new one, as nothing of it reached the
-// server whole. Requests for another host or scheme go to fallback.
+// connections when it likes), the most recently used first; a request
+// whose write fails on a reused connection is sent again once on a new
+// one, as nothing of it reached the server whole. Response headers are
+// read up to upstreamMaxHeaderBytes, after at most upstreamMaxInterim
+// informational responses; a 101 (a protocol switch nobody asked for) is
+// an error. Requests for another host or scheme go to fallback.
+//
+// Not handled: a server that answers before it has read a large request
+// body and closes the connection makes the write fail, and its answer is
+// lost (the call gets an error). MCP requests are small.
 type directTransport struct {
 	scheme, host string // of the server
 	addr         string // host:port to dial
 	dialer       net.Dialer
 	fallback     *http.Transport
-	idle         chan *upConn // the idle pool, most recently put last
-	sweeping     atomic.Bool  // a sweep of the idle pool is scheduled
+	mu           sync.Mutex  // guards idle
+	idle         []*upConn   // the idle pool, most recently used last
+	sweeping     atomic.Bool // a sweep of the idle pool is scheduled
 }
+
+// Limits of reading a response's head.
+const (
+	upstreamMaxHeaderBytes = 1 << 20
+	upstreamMaxInterim     = 5
+)
+
+var (
+	errHeaderTooLarge = errors.New("proxy: the server's response headers are larger than 1 MiB")
+	errTooManyInterim = errors.New("proxy: the server sent too many informational responses")
+	errSwitched       = errors.New("proxy: the server switched protocols")
+)
 
 func newDirectTransport(target *url.URL, fallback *http.Transport) *directTransport {
 	addr := target.Host
@@ -101,7 +123,6 @@ func newDirectTransport(target *url.URL, fallback *http.Transport) *directTransp
 		addr:     addr,
 		dialer:   net.Dialer{Timeout: upstreamDialTimeout, KeepAlive: upstreamKeepAlive},
 		fallback: fallback,
-		idle:     make(chan *upConn, upstreamMaxIdle),
 	}
 }
 
@@ -109,9 +130,31 @@ func newDirectTransport(target *url.URL, fallback *http.Transport) *directTransp
 type upConn struct {
 	conn      net.Conn
 	raw       syscall.RawConn // for the liveness check; nil when the conn has none
-	br        *bufio.Reader
+	lr        limitedReader   // conn, limited while a response's head is read
+	br        *bufio.Reader   // reads lr
 	bw        *bufio.Writer
 	idleSince time.Time
+}
+
+// limitedReader reads r, at most left more bytes when left is not
+// negative.
+type limitedReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.left == 0 {
+		return 0, errHeaderTooLarge
+	}
+	if l.left > 0 && int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	if l.left > 0 {
+		l.left -= int64(n)
+	}
+	return n, err
 }
 
 // aLongTimeAgo is a deadline that makes every pending read and write fail.
@@ -123,15 +166,23 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.fallback.RoundTrip(req)
 	}
 	ctx := req.Context()
+	closeBody := func() {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+	}
 	for retried := false; ; retried = true {
 		c, reused, err := t.get(ctx)
 		if err != nil {
-			if req.Body != nil {
-				req.Body.Close()
-			}
+			closeBody()
 			return nil, err
 		}
 		stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(aLongTimeAgo) })
+		if ctx.Err() != nil { // done before anything was sent
+			t.release(c, stop, true)
+			closeBody()
+			return nil, ctx.Err()
+		}
 		err = req.Write(c.bw)
 		if err == nil {
 			err = c.bw.Flush()
@@ -144,20 +195,24 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			// A write that failed left the request incomplete at the
 			// server: on a connection the server had closed, send it
-			// again on a new one.
+			// again on a new one (a copy: the caller's request is not
+			// changed).
 			if reused && !retried {
 				if req.Body == nil || req.Body == http.NoBody {
 					continue
 				}
 				if req.GetBody != nil {
-					if req.Body, err = req.GetBody(); err == nil {
+					if body, gerr := req.GetBody(); gerr == nil {
+						again := *req
+						again.Body = body
+						req = &again
 						continue
 					}
 				}
 			}
 			return nil, err
 		}
-		resp, err := readResponse(c.br, req)
+		resp, err := readResponse(c, req)
 		if err != nil {
 			stop()
 			c.conn.Close()
@@ -177,32 +232,50 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // readResponse reads the response to req, skipping informational (1xx)
-// responses other than 101.
-func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
-	for {
-		resp, err := http.ReadResponse(br, req)
+// responses, its head limited to upstreamMaxHeaderBytes.
+func readResponse(c *upConn, req *http.Request) (*http.Response, error) {
+	c.lr.left = upstreamMaxHeaderBytes
+	defer func() { c.lr.left = -1 }()
+	for interim := 0; ; interim++ {
+		resp, err := http.ReadResponse(c.br, req)
 		if err != nil {
+			if c.lr.left == 0 {
+				return nil, errHeaderTooLarge
+			}
 			return nil, err
 		}
-		if resp.StatusCode < 100 || resp.StatusCode > 199 || resp.StatusCode == http.StatusSwitchingProtocols {
-			return resp, nil
+		switch {
+		case resp.StatusCode == http.StatusSwitchingProtocols:
+			return nil, errSwitched
+		case resp.StatusCode >= 100 && resp.StatusCode <= 199:
+			if interim >= upstreamMaxInterim {
+				return nil, errTooManyInterim
+			}
+			continue
 		}
+		return resp, nil
 	}
 }
 
-// get returns an idle connection that is still open, or a new one.
+// get returns an idle connection that is still open (the most recently
+// used first), or a new one.
 func (t *directTransport) get(ctx context.Context) (c *upConn, reused bool, err error) {
 	for {
-		select {
-		case c = <-t.idle:
-			if time.Since(c.idleSince) < upstreamIdleTimeout && c.alive() {
-				return c, true, nil
-			}
-			c.conn.Close()
-			continue
-		default:
+		t.mu.Lock()
+		if n := len(t.idle); n > 0 {
+			c = t.idle[n-1]
+			t.idle[n-1] = nil
+			t.idle = t.idle[:n-1]
 		}
-		break
+		t.mu.Unlock()
+		if c == nil {
+			break
+		}
+		if time.Since(c.idleSince) < upstreamIdleTimeout && c.alive() {
+			return c, true, nil
+		}
+		c.conn.Close()
+		c = nil
 	}
 	conn, err := t.dialer.DialContext(ctx, "tcp", t.addr)
 	if err != nil {
@@ -215,7 +288,8 @@ func (t *directTransport) get(ctx context.Context) (c *upConn, reused bool, err 
 		}
 		return nil, false, err
 	}
-	c = &upConn{conn: conn, br: bufio.NewReaderSize(conn, upstreamBufSize), bw: bufio.NewWriterSize(conn, upstreamBufSize)}
+	c = &upConn{conn: conn, lr: limitedReader{r: conn, left: -1}, bw: bufio.NewWriterSize(conn, upstreamBufSize)}
+	c.br = bufio.NewReaderSize(&c.lr, upstreamBufSize)
 	if sc, ok := conn.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
@@ -231,55 +305,64 @@ func (t *directTransport) release(c *upConn, stop func() bool, reuse bool) {
 		return
 	}
 	c.idleSince = time.Now()
-	select {
-	case t.idle <- c:
-		if !t.sweeping.Swap(true) {
-			time.AfterFunc(upstreamIdleTimeout/3, t.sweep)
-		}
-	default:
+	t.mu.Lock()
+	full := len(t.idle) >= upstreamMaxIdle
+	if !full {
+		t.idle = append(t.idle, c)
+	}
+	t.mu.Unlock()
+	if full {
 		c.conn.Close()
+		return
+	}
+	if !t.sweeping.Swap(true) {
+		time.AfterFunc(upstreamIdleTimeout/3, t.sweep)
 	}
 }
 
 // sweep closes the idle connections that are too old or closed by the
 // server, and schedules itself again while some remain.
 func (t *directTransport) sweep() {
-	for range len(t.idle) {
-		var c *upConn
-		select {
-		case c = <-t.idle:
-		default:
-		}
-		if c == nil {
-			break
-		}
+	t.mu.Lock()
+	var stale []*upConn
+	kept := t.idle[:0]
+	for _, c := range t.idle {
 		if time.Since(c.idleSince) >= upstreamIdleTimeout || !c.alive() {
-			c.conn.Close()
-			continue
-		}
-		select {
-		case t.idle <- c:
-		default:
-			c.conn.Close()
+			stale = append(stale, c)
+		} else {
+			kept = append(kept, c)
 		}
 	}
+	clear(t.idle[len(kept):])
+	t.idle = kept
+	more := len(kept) > 0
+	t.mu.Unlock()
+	for _, c := range stale {
+		c.conn.Close()
+	}
 	t.sweeping.Store(false)
-	if len(t.idle) > 0 && !t.sweeping.Swap(true) {
+	if more && !t.sweeping.Swap(true) {
 		time.AfterFunc(upstreamIdleTimeout/3, t.sweep)
 	}
 }
 
 // CloseIdleConnections closes the idle connections (http.Client calls it).
 func (t *directTransport) CloseIdleConnections() {
-	for {
-		select {
-		case c := <-t.idle:
-			c.conn.Close()
-		default:
-			t.fallback.CloseIdleConnections()
-			return
-		}
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = nil
+	t.mu.Unlock()
+	for _, c := range idle {
+		c.conn.Close()
 	}
+	t.fallback.CloseIdleConnections()
+}
+
+// idleCount returns how many connections wait in the idle pool.
+func (t *directTransport) idleCount() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.idle)
 }
 
 // upBody is the body of a response read by [directTransport]: its end
@@ -291,6 +374,7 @@ type upBody struct {
 	stop  func() bool   // stops the context's watch of the exchange
 	reuse bool
 	state atomic.Int32 // bodyOpen, bodyEnded or bodyClosed
+	err   error        // why the body ended, once state is bodyEnded
 }
 
 // States of an [upBody].
@@ -305,13 +389,16 @@ var errBodyClosed = errors.New("proxy: read on a closed response body")
 func (b *upBody) Read(p []byte) (int, error) {
 	switch b.state.Load() {
 	case bodyEnded:
-		return 0, io.EOF
+		return 0, b.err
 	case bodyClosed:
 		return 0, errBodyClosed
 	}
 	n, err := b.rc.Read(p)
-	if err != nil && b.state.CompareAndSwap(bodyOpen, bodyEnded) {
-		b.t.release(b.c, b.stop, b.reuse && err == io.EOF)
+	if err != nil {
+		b.err = err // written before the state says so; read after
+		if b.state.CompareAndSwap(bodyOpen, bodyEnded) {
+			b.t.release(b.c, b.stop, b.reuse && err == io.EOF)
+		}
 	}
 	return n, err
 }

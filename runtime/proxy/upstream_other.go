@@ -1,7 +1,11 @@
-//go:build !linux
+//go:build !unix
 
 package proxy
 
-// alive reports whether an idle connection may be reused: on this system
-// it is not checked (a request on a connection the server closed fails).
-func (c *upConn) alive() bool { return true }
+// directTransportSupported: without a way to peek at an idle socket, a
+// connection the server has closed could not be told from an open one, so
+// the default client keeps http.Transport here.
+const directTransportSupported = false
+
+// alive is never called here (see directTransportSupported).
+func (c *upConn) alive() bool { return false }

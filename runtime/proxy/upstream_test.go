@@ -236,11 +236,11 @@ func TestDirectTransportConcurrent(t *testing.T) {
 	if n := s.conns.Load(); n > workers {
 		t.Errorf("%d connections for %d concurrent workers", n, workers)
 	}
-	if n := len(dt.idle); n < 1 || n > workers {
+	if n := dt.idleCount(); n < 1 || n > workers {
 		t.Errorf("%d idle connections after the calls", n)
 	}
 	c.CloseIdleConnections()
-	if n := len(dt.idle); n != 0 {
+	if n := dt.idleCount(); n != 0 {
 		t.Errorf("%d idle connections after CloseIdleConnections", n)
 	}
 }
@@ -264,7 +264,7 @@ func TestDirectTransportIdleBound(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := len(dt.idle); n != upstreamMaxIdle {
+	if n := dt.idleCount(); n != upstreamMaxIdle {
 		t.Errorf("%d idle connections kept, want the bound %d", n, upstreamMaxIdle)
 	}
 }
@@ -302,5 +302,138 @@ func TestUpstreamClientChoice(t *testing.T) {
 	status, got, err := post(t, context.Background(), c, other.URL+"/x", "hi")
 	if err != nil || status != 200 || got != "hi" {
 		t.Fatalf("another host: %d %q %v", status, got, err)
+	}
+}
+
+// TestDirectTransportCancelledNotSent: a call whose context is done before
+// it is sent never reaches the server (a client that went away during the
+// decision), even on a pooled connection.
+func TestDirectTransportCancelledNotSent(t *testing.T) {
+	var posts atomic.Int64
+	s := startCountingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		posts.Add(1)
+		echoHandler(w, r)
+	}, 0)
+	c, _ := s.client(t)
+	if _, _, err := post(t, context.Background(), c, s.URL+"/mcp", "{}"); err != nil { // pool a connection
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 50 {
+		if _, _, err := post(t, ctx, c, s.URL+"/mcp", "{}"); !errors.Is(err, context.Canceled) {
+			t.Fatalf("a cancelled call: %v", err)
+		}
+	}
+	if n := posts.Load(); n != 1 {
+		t.Errorf("the server got %d requests, want only the first", n)
+	}
+}
+
+// rawServer answers each connection with answer, whatever it is sent.
+func rawServer(t *testing.T, answer func(c net.Conn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				c.Read(buf) // the request (small, one read)
+				answer(c)
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	return "http://" + l.Addr().String() + "/mcp"
+}
+
+// TestDirectTransportBadHeads: limits on what the server's head may be.
+func TestDirectTransportBadHeads(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		answer string
+		want   error
+	}{
+		{"protocol switch", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\nConnection: Upgrade\r\n\r\n", errSwitched},
+		{"endless interim", strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", 10) + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", errTooManyInterim},
+		{"huge header", "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", upstreamMaxHeaderBytes+10) + "\r\nContent-Length: 2\r\n\r\nok", errHeaderTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := rawServer(t, func(c net.Conn) { io.WriteString(c, tc.answer) })
+			u, _ := url.Parse(addr)
+			c := newUpstreamClient(u)
+			defer c.CloseIdleConnections()
+			_, _, err := post(t, context.Background(), c, addr, "{}")
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			if n := c.Transport.(*directTransport).idleCount(); n != 0 {
+				t.Errorf("%d connections kept after a bad head", n)
+			}
+		})
+	}
+	// A head within the limits still works.
+	addr := rawServer(t, func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("a", 100<<10)+"\r\nContent-Length: 2\r\n\r\nok")
+	})
+	u, _ := url.Parse(addr)
+	if status, got, err := post(t, context.Background(), newUpstreamClient(u), addr, "{}"); err != nil || status != 200 || got != "ok" {
+		t.Fatalf("a large but allowed head: %d %q %v", status, got, err)
+	}
+}
+
+// TestDirectTransportMostRecentFirst: the pool hands out the connection
+// used last (the one least likely to have been closed by the server's idle
+// timeout), so that a burst's extra connections age out.
+func TestDirectTransportMostRecentFirst(t *testing.T) {
+	s := startCountingServer(t, echoHandler, 0)
+	_, dt := s.client(t)
+	ctx := context.Background()
+	a, _, err := dt.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := dt.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dt.release(a, func() bool { return true }, true)
+	dt.release(b, func() bool { return true }, true)
+	got, reused, err := dt.get(ctx)
+	if err != nil || !reused || got != b {
+		t.Fatalf("got %p (reused %v, %v), want the last released %p", got, reused, err, b)
+	}
+	got.conn.Close()
+}
+
+// TestAliveCheck: the liveness check tells an open idle connection from
+// one the server closed.
+func TestAliveCheck(t *testing.T) {
+	s := startCountingServer(t, echoHandler, 0)
+	_, dt := s.client(t)
+	c, _, err := dt.get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.conn.Close()
+	if !c.alive() || !c.alive() {
+		t.Error("an open idle connection reads as closed")
+	}
+	s.CloseClientConnections()
+	deadline := time.Now().Add(2 * time.Second)
+	for c.alive() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if c.alive() {
+		t.Error("a connection the server closed reads as open")
 	}
 }

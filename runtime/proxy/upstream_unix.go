@@ -1,6 +1,11 @@
+//go:build unix
+
 package proxy
 
 import "syscall"
+
+// directTransportSupported: idle sockets can be peeked at (see alive).
+const directTransportSupported = true
 
 // alive reports whether an idle connection is still open and quiet: the
 // server has neither closed it nor sent anything unasked. One non-blocking
