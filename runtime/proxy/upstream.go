@@ -134,6 +134,8 @@ type upConn struct {
 	br        *bufio.Reader   // reads lr
 	bw        *bufio.Writer
 	idleSince time.Time
+	peek      func(fd uintptr) bool // the liveness check's read, made once
+	peekErr   error                 // its result
 }
 
 // limitedReader reads r, at most left more bytes when left is not

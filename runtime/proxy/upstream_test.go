@@ -428,6 +428,9 @@ func TestAliveCheck(t *testing.T) {
 	if !c.alive() || !c.alive() {
 		t.Error("an open idle connection reads as closed")
 	}
+	if n := testing.AllocsPerRun(100, func() { c.alive() }); n != 0 {
+		t.Errorf("the check allocates %v times a call (it runs on every reuse)", n)
+	}
 	s.CloseClientConnections()
 	deadline := time.Now().Add(2 * time.Second)
 	for c.alive() && time.Now().Before(deadline) {
