@@ -25,12 +25,27 @@ func ArgsSHA256(raw json.RawMessage) string {
 		return hashHex([]byte("{}"))
 	}
 	c := canonPool.Get().(*canonicalizer)
-	defer canonPool.Put(c)
+	defer c.free()
 	out, ok := c.canonical(raw)
 	if !ok {
 		return hashHex(canonicalSlow(raw))
 	}
 	return hashHex(out)
+}
+
+// maxPooledCanon is the largest buffer a pooled canonicalizer keeps: one
+// large argument (up to 16 MiB) must not stay pinned in the pool.
+const maxPooledCanon = 64 << 10
+
+// free returns c to the pool, without buffers grown by large arguments.
+func (c *canonicalizer) free() {
+	if cap(c.out) > maxPooledCanon {
+		c.out = nil
+	}
+	if cap(c.members) > maxPooledCanon/32 {
+		c.members = nil
+	}
+	canonPool.Put(c)
 }
 
 // canonicalSlow is the reference canonical form: raw decoded with

@@ -91,3 +91,17 @@ func BenchmarkArgsSHA256(b *testing.B) {
 		}
 	})
 }
+
+// TestCanonicalPoolDropsLargeBuffers: a large argument's buffer does not
+// stay in the pool.
+func TestCanonicalPoolDropsLargeBuffers(t *testing.T) {
+	big := []byte(`{"blob":"` + string(bytes.Repeat([]byte("a"), 1<<20)) + `"}`)
+	c := &canonicalizer{}
+	if _, ok := c.canonical(big); !ok || cap(c.out) < 1<<20 {
+		t.Fatalf("the direct scan did not write the large argument (cap %d)", cap(c.out))
+	}
+	c.free()
+	if cap(c.out) != 0 {
+		t.Errorf("a pooled canonicalizer keeps a %d-byte buffer", cap(c.out))
+	}
+}
