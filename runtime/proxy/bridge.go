@@ -399,26 +399,40 @@ func (b *Bridge) resumeStream(reqCtx, ctx context.Context, x *bridgeExchange, la
 		case <-t.C:
 		}
 	}
-	req, err := http.NewRequestWithContext(reqCtx, http.MethodGet, b.target, nil)
-	if err != nil {
-		return err
-	}
-	req.Header["Accept"] = eventStreamOnly
-	b.headers(req.Header)
-	req.Header.Set("Last-Event-ID", *lastID)
-	resp, err := b.client.Do(req)
+	from := *lastID
+	resp, err := b.openStream(reqCtx, from)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 || mediaType(resp.Header.Get("Content-Type")) != "text/event-stream" {
+	if !isEventStream(resp) {
 		drain(resp.Body)
 		b.log.Warn("the MCP server did not resume an answer's event stream", "status", resp.StatusCode)
 		*lastID = ""  // it cannot: stop trying
 		return io.EOF // the answer ended without its response
 	}
-	b.log.Info("resumed an answer's event stream", "last_event_id", req.Header.Get("Last-Event-ID"))
+	b.log.Info("resumed an answer's event stream", "last_event_id", from)
 	return b.relayStream(ctx, x, resp.Body, lastID)
+}
+
+// openStream sends the GET that opens the server's event stream, or
+// resumes one after lastID when it is not empty.
+func (b *Bridge) openStream(ctx context.Context, lastID string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.target, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header["Accept"] = eventStreamOnly
+	b.headers(req.Header)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	return b.client.Do(req)
+}
+
+// isEventStream reports whether resp is a successful event stream.
+func isEventStream(resp *http.Response) bool {
+	return resp.StatusCode/100 == 2 && mediaType(resp.Header.Get("Content-Type")) == "text/event-stream"
 }
 
 var eventStreamOnly = []string{"text/event-stream"}
@@ -571,16 +585,7 @@ func (b *Bridge) listen(ctx context.Context) {
 // listenOnce opens the GET stream once and relays it. It reports whether
 // any event came, and whether to try again.
 func (b *Bridge) listenOnce(ctx context.Context, lastID *string) (progress, retry bool) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.target, nil)
-	if err != nil {
-		return false, false
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	b.headers(req.Header)
-	if *lastID != "" {
-		req.Header.Set("Last-Event-ID", *lastID)
-	}
-	resp, err := b.client.Do(req)
+	resp, err := b.openStream(ctx, *lastID)
 	if err != nil {
 		return false, ctx.Err() == nil
 	}
@@ -588,7 +593,7 @@ func (b *Bridge) listenOnce(ctx context.Context, lastID *string) (progress, retr
 	switch {
 	case resp.StatusCode == http.StatusMethodNotAllowed:
 		return false, false // the server offers no stream
-	case resp.StatusCode/100 != 2 || mediaType(resp.Header.Get("Content-Type")) != "text/event-stream":
+	case !isEventStream(resp):
 		b.log.Warn("the MCP server refused its GET stream", "status", resp.StatusCode)
 		return false, false
 	}
