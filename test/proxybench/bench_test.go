@@ -51,6 +51,7 @@ func TestMain(m *testing.M) {
 		{"go", "build", "-o", filepath.Join(dir, "toolgate"), "github.com/toolgate/toolgate/cmd/toolgate"},
 		{"go", "build", "-o", filepath.Join(dir, "upstream"), "github.com/toolgate/toolgate/test/proxybench/upstream"},
 		{"go", "build", "-o", filepath.Join(dir, "reverseproxy"), "github.com/toolgate/toolgate/test/proxybench/reverseproxy"},
+		{"go", "build", "-o", filepath.Join(dir, "gorelay"), "github.com/toolgate/toolgate/test/proxybench/gorelay"},
 		{"cc", "-O2", "-o", filepath.Join(dir, "relay"), "../../../shared/bench/relay.c"},
 		{"cc", "-O2", "-pthread", "-o", filepath.Join(dir, "loadgen"), "testdata/loadgen.c"},
 	} {
@@ -244,6 +245,7 @@ func measure(b *testing.B, clients []roundTripper, around func(after bool)) {
 
 // BenchmarkStdioRoundTrip is the stdio proxy's latency benchmark (see the
 // package doc). Paths: direct to the upstream; through relay.c; through
+// the same relay in Go (gorelay: what a Go process costs a hop); through
 // toolgate with an allowed call (decided, a counter reserved in memory,
 // forwarded); the same with counters on disk (--state disk); and a call
 // toolgate denies (answered without the upstream hop).
@@ -251,6 +253,7 @@ func BenchmarkStdioRoundTrip(b *testing.B) {
 	up := filepath.Join(bin, "upstream")
 	direct := func(int) []string { return []string{up} }
 	relay := func(int) []string { return []string{filepath.Join(bin, "relay"), "--", up} }
+	goRelay := func(int) []string { return []string{filepath.Join(bin, "gorelay"), "--", up} }
 	proxy := func(int) []string {
 		return []string{filepath.Join(bin, "toolgate"), "proxy", "--policy", "testdata/policies", "--server", "bench",
 			"--admin", "", "--state", "memory", "--", up}
@@ -269,6 +272,7 @@ func BenchmarkStdioRoundTrip(b *testing.B) {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			b.Run("path=direct", func(b *testing.B) { run(b, clients, "echo", direct) })
 			b.Run("path=relay", func(b *testing.B) { run(b, clients, "echo", relay) })
+			b.Run("path=gorelay", func(b *testing.B) { run(b, clients, "echo", goRelay) })
 			b.Run("path=toolgate", func(b *testing.B) { run(b, clients, "echo", proxy) })
 			b.Run("path=toolgate-disk", func(b *testing.B) { run(b, clients, "echo", proxyDisk) })
 			b.Run("path=toolgate-denied", func(b *testing.B) { run(b, clients, "delete_everything", proxy) })
