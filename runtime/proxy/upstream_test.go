@@ -440,3 +440,23 @@ func TestAliveCheck(t *testing.T) {
 		t.Error("a connection the server closed reads as open")
 	}
 }
+
+// TestDirectTransportHonoursConnectionClose: a connection whose answer said
+// "Connection: close" is not reused, even while the server keeps it open
+// (this server answers one request per connection and then only reads).
+func TestDirectTransportHonoursConnectionClose(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+	})
+	u, _ := url.Parse(addr)
+	c := newUpstreamClient(u)
+	defer c.CloseIdleConnections()
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		status, got, err := post(t, ctx, c, addr, "{}")
+		cancel()
+		if err != nil || status != 200 || got != "ok" {
+			t.Fatalf("call %d: %d %q %v (a closed-by-header connection reused?)", i, status, got, err)
+		}
+	}
+}
