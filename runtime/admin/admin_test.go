@@ -109,6 +109,28 @@ func TestHandler(t *testing.T) {
 	}
 }
 
+// TestDecidedOutcomes: each outcome lands on its own counter, and an
+// outcome the metrics do not know counts as an error.
+func TestDecidedOutcomes(t *testing.T) {
+	m := NewMetrics()
+	for _, o := range []string{OutcomeAllow, OutcomeDeny, OutcomeDeny, OutcomeRequireApproval, OutcomeRequireApproval, OutcomeRequireApproval, OutcomeError, "maybe", ""} {
+		m.Decided(o, time.Microsecond)
+	}
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(m.registry(func() Status { return Status{} }), promhttp.HandlerOpts{}).
+		ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, line := range []string{
+		`toolgate_decisions_total{outcome="allow"} 1`,
+		`toolgate_decisions_total{outcome="deny"} 2`,
+		`toolgate_decisions_total{outcome="require_approval"} 3`,
+		`toolgate_decisions_total{outcome="error"} 3`,
+	} {
+		if !strings.Contains(rec.Body.String(), line+"\n") {
+			t.Errorf("lacks %q:\n%s", line, rec.Body.String())
+		}
+	}
+}
+
 func TestHistogramBuckets(t *testing.T) {
 	m := NewMetrics()
 	m.Decided(OutcomeAllow, 20*time.Microsecond)
