@@ -92,6 +92,8 @@ type spillWriter struct {
 	err      error // the spilling goroutine's write error, returned next
 
 	backlog atomic.Bool // spilling, for the poll loop to read without the lock
+
+	write rawWrite // tryWrite's scratch
 }
 
 func (s *spillWriter) Write(b []byte) (int, error) {
@@ -124,30 +126,52 @@ func (s *spillWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// tryWrite writes what fits in the pipe now.
+// tryWrite writes what fits in the pipe now. It is called by one goroutine
+// at a time (Write's caller while not spilling, else the spilling
+// goroutine), so the scratch state of one rawWrite serves them all without
+// a closure made per write.
 func (s *spillWriter) tryWrite(b []byte) (written int, err error) {
-	cerr := s.rc.Write(func(fd uintptr) bool {
-		for written < len(b) {
-			n, werr := syscall.Write(int(fd), b[written:])
-			if n > 0 {
-				written += n
-			}
-			switch werr {
-			case nil:
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return true // full: the rest spills
-			default:
-				err = werr
-				return true
-			}
-		}
-		return true
-	})
+	w := &s.write
+	if w.fn == nil {
+		w.fn = w.once
+	}
+	w.b, w.n, w.err = b, 0, nil
+	cerr := s.rc.Write(w.fn)
+	written, err = w.n, w.err
+	w.b, w.err = nil, nil
 	if err == nil {
 		err = cerr
 	}
 	return written, err
+}
+
+// rawWrite is one non-blocking write of b through a syscall.RawConn: fn,
+// made once, writes until done or the pipe is full, leaving in n how much it
+// wrote and in err why it stopped early (EAGAIN, a full pipe, is no error).
+type rawWrite struct {
+	fn  func(fd uintptr) bool
+	b   []byte
+	n   int
+	err error
+}
+
+func (w *rawWrite) once(fd uintptr) bool {
+	for w.n < len(w.b) {
+		n, werr := syscall.Write(int(fd), w.b[w.n:])
+		if n > 0 {
+			w.n += n
+		}
+		switch werr {
+		case nil:
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return true // full: the rest spills
+		default:
+			w.err = werr
+			return true
+		}
+	}
+	return true
 }
 
 // spill writes pending out, waiting as long as the server takes to read.
