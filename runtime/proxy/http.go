@@ -1152,10 +1152,12 @@ func exactNames(msg []byte, call bool) bool {
 // distinctNames reports whether the names of the members of object b are
 // distinct ignoring case, and each of known or unlike all of them ignoring
 // case; f, when set, sees each member. A name with escapes is compared
-// unescaped. b that is not an object passes.
+// unescaped. b that is not an object passes. known holds at most 64 names,
+// none equal to another ignoring case.
 func distinctNames(b []byte, known []string, f func(name, value []byte)) bool {
+	var knownSeen uint64 // known names seen, by index
 	var small [16][]byte
-	seen := small[:0]
+	seen := small[:0] // names seen that are not known
 	var folded map[string]bool // once there are many names
 	ok := true
 	read := members(b, func(name, value []byte) bool {
@@ -1167,8 +1169,23 @@ func distinctNames(b []byte, known []string, f func(name, value []byte)) bool {
 			}
 			name = []byte(s)
 		}
+		if i := slices.Index(known, string(name)); i >= 0 {
+			// A name the proxy reads, spelled exactly (the usual case): it
+			// must not repeat. No other name can fold to it: distinct known
+			// names differ under folding, and any other name folding to a
+			// known one is refused below.
+			if knownSeen&(1<<i) != 0 {
+				ok = false
+				return false
+			}
+			knownSeen |= 1 << i
+			if f != nil {
+				f(name, value)
+			}
+			return true
+		}
 		for _, k := range known {
-			if string(name) != k && bytes.EqualFold(name, []byte(k)) {
+			if bytes.EqualFold(name, []byte(k)) {
 				ok = false
 				return false
 			}

@@ -1030,6 +1030,12 @@ func TestExactNames(t *testing.T) {
 		{`{"jsonrpc":"2.0","id":1,"method":"x","_meta":{},"ſ":1,"s":2}`, false, false},
 		{`{"jsonrpc":"2.0","id":1,"method":"x","p\"q":1}`, false, true},
 		{`{"jsonrpc":"2.0","method":"x","params":[1,2]}`, true, true},
+		{`{"jsonrpc":"2.0","id":1,"id":2,"method":"x"}`, false, false},
+		{`{"jsonrpc":"2.0","id":1,"\u0069d":2,"method":"x"}`, false, false},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}`, true, false},
+		{`{"id":1,"jsonrpc":"2.0","Id":3,"method":"x"}`, false, false},
+		{`{"Id":3,"jsonrpc":"2.0","id":1,"method":"x"}`, false, false},
+		{`{"jsonrpc":"2.0","id":1,"method":"x","result":1,"error":2,"params":{}}`, false, true},
 	} {
 		if got := exactNames([]byte(tt.msg), tt.call); got != tt.want {
 			t.Errorf("%s: got %v, want %v", tt.msg, got, tt.want)
@@ -1088,7 +1094,29 @@ func FuzzMembers(f *testing.F) {
 				t.Fatalf("%q: names %q, want %q", b, names, want)
 			}
 		}
+		if got, ref := exactNames(b, false), exactNamesReference(want); got != ref {
+			t.Fatalf("%q: exactNames %v, want %v (names %q)", b, got, ref, want)
+		}
 	})
+}
+
+// exactNamesReference is exactNames of a message (not a call) whose member
+// names, unescaped, are names, by the definition: no two equal ignoring
+// case, none equal ignoring case to an envelope name it is not.
+func exactNamesReference(names []string) bool {
+	for i, n := range names {
+		for _, m := range names[:i] {
+			if strings.EqualFold(n, m) {
+				return false
+			}
+		}
+		for _, k := range envelopeNames {
+			if n != k && strings.EqualFold(n, k) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // holdReadFile decides as hold mode does for read_file calls: held, with
