@@ -1157,7 +1157,7 @@ func exactNames(msg []byte, call bool) bool {
 func distinctNames(b []byte, known []string, f func(name, value []byte)) bool {
 	var knownSeen uint64 // known names seen, by index
 	var small [16][]byte
-	seen := small[:0] // names seen that are not known
+	seen := small[:0]          // names seen that are not known
 	var folded map[string]bool // once there are many names
 	ok := true
 	read := members(b, func(name, value []byte) bool {
