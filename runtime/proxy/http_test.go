@@ -950,8 +950,8 @@ func (hpFakeUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
 func BenchmarkHTTPServe(b *testing.B) {
 	u, _ := url.Parse("http://upstream.test/mcp")
 	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(u) }, Transport: hpFakeUpstream{}}
-	// A new proxy for each run: the policy's daily counter (100,000 calls)
-	// must not run out within one.
+	// A new proxy for each run, and every 50,000 calls within one: the
+	// policy's daily counter (100,000 calls) must not run out.
 	tg := func() http.Handler {
 		pol := upPolicy(b)
 		return &HTTP{
@@ -978,7 +978,12 @@ func BenchmarkHTTPServe(b *testing.B) {
 			h := tt.h()
 			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + tt.tool + `","arguments":{"path":"/srv/a","text":"hello"}}}`
 			b.ReportAllocs()
-			for b.Loop() {
+			for i := 1; b.Loop(); i++ {
+				if i%50_000 == 0 {
+					b.StopTimer()
+					h = tt.h()
+					b.StartTimer()
+				}
 				r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
 				r.Header.Set("Content-Type", "application/json")
 				r.Header.Set("Accept", "application/json, text/event-stream")
