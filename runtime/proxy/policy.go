@@ -221,7 +221,13 @@ func (p *Policy) evalWithState(ctx context.Context, in *bundles.Input, now time.
 func (p *Policy) decide(ctx context.Context, in *bundles.Input, hold bool) Verdict {
 	start := p.now()
 	d, info, err := p.evalWithState(ctx, in, start)
-	v := Verdict{DecisionID: newDecisionID(), Bundle: info.Digest}
+	v := Verdict{Bundle: info.Digest}
+	// The id names the decision where it is seen: a denial's _meta, the
+	// audit record, the logs. An allowed call none of them records needs
+	// none, and skips its cipher block and allocations.
+	if err != nil || d.Decision != bundles.Allow || p.audit != nil || len(d.Shadow) > 0 {
+		v.DecisionID = newDecisionID()
+	}
 	var release func()
 	outcome := d.Decision
 	switch {
@@ -235,6 +241,9 @@ func (p *Policy) decide(ctx context.Context, in *bundles.Input, hold bool) Verdi
 		if refusal != nil {
 			outcome = bundles.Deny
 			v.Rule, v.Message = refusal.Rule, refusal.Message
+			if v.DecisionID == "" {
+				v.DecisionID = newDecisionID()
+			}
 		} else {
 			v.Allow = true
 		}

@@ -259,6 +259,42 @@ func TestPolicyAuditArguments(t *testing.T) {
 	}
 }
 
+// TestDecisionIDWhereSeen: without an audit log, an allowed call gets no
+// decision id (nothing would show it), while a denial, a call refused by
+// its counter and a decision with a shadow rule (logged) each get one; with
+// an audit log every decision has one (TestPolicyDecide).
+func TestDecisionIDWhereSeen(t *testing.T) {
+	rate := bundles.Reservation{Key: "t._rate_minute", Amount: 1, Limit: limit(1), Window: "minute", Rule: "p#t/rate", Message: "Rate limit reached."}
+	for _, tt := range []struct {
+		name   string
+		d      bundles.Decision
+		allow  bool
+		wantID bool
+	}{
+		{"allowed", bundles.Decision{Decision: bundles.Allow, Counters: []bundles.Reservation{rate}}, true, false},
+		{"denied", bundles.Decision{Decision: bundles.Deny, Rule: "p#t/r"}, false, true},
+		{"refused by its counter", bundles.Decision{Decision: bundles.Allow, Counters: []bundles.Reservation{rate}}, false, true},
+		{"allowed, with a shadow rule", bundles.Decision{Decision: bundles.Allow, Shadow: []bundles.ShadowOutcome{{Would: "deny", Rule: "p#t/s"}}}, true, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			store := counters.New()
+			now := time.Date(2026, 5, 1, 12, 0, 30, 0, time.UTC)
+			if !tt.allow && tt.d.Decision == bundles.Allow {
+				store.Reserve([]bundles.Reservation{rate}, now) // at its limit
+			}
+			ev := fakeEval{d: tt.d}
+			p := NewPolicy(&ev, WithCounters(store), WithClock(func() time.Time { return now }), WithLogger(quiet))
+			v := p.Decide(context.Background(), &bundles.Input{Tool: "t", Arguments: []byte(`{}`)})
+			if v.Allow != tt.allow || (v.DecisionID != "") != tt.wantID {
+				t.Fatalf("got allow %v, decision id %q; want allow %v, an id: %v", v.Allow, v.DecisionID, tt.allow, tt.wantID)
+			}
+			if tt.wantID && len(v.DecisionID) != 26 {
+				t.Errorf("decision id %q", v.DecisionID)
+			}
+		})
+	}
+}
+
 // TestDecisionIDs: ids are distinct, 26 base32 characters, and do not give
 // away their order: consecutive ids share no prefix beyond chance, and
 // about half of consecutive pairs sort the other way.

@@ -30,7 +30,8 @@ var ErrUpstreamExited = errors.New("the MCP server closed its output (it exited)
 type Verdict struct {
 	// Allow forwards the call; otherwise the proxy answers it with an
 	// isError result carrying Message and, in _meta, DecisionID, Rule and
-	// Bundle.
+	// Bundle. [Policy] leaves DecisionID empty on an allowed call that
+	// neither an audit log nor a log line records.
 	Allow      bool
 	Message    string
 	DecisionID string
