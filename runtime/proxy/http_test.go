@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -729,6 +730,68 @@ func TestHTTPRawMessages(t *testing.T) {
 			t.Errorf("PUT: got %d, want 405", resp.StatusCode)
 		}
 	})
+}
+
+// TestHTTPSentCallCounts: a tools/call the server received but never
+// answered (it closed the connection, or hung past the call timeout) counts
+// against its limits, over the proxy's default upstream client (the direct
+// transport, for a plain-HTTP upstream) as over http.Transport; one that
+// never reached a server spends nothing (TestHTTPRawMessages).
+func TestHTTPSentCallCounts(t *testing.T) {
+	// rawUpstream reads one whole request, then closes the connection
+	// (hang false) or keeps it open without answering (hang true).
+	rawUpstream := func(t *testing.T, hang bool) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var conns sync.WaitGroup
+		stop := make(chan struct{})
+		t.Cleanup(func() { close(stop); l.Close(); conns.Wait() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				conns.Add(1)
+				go func() {
+					defer conns.Done()
+					defer c.Close()
+					req, err := http.ReadRequest(bufio.NewReader(c))
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					if hang {
+						<-stop
+					}
+				}()
+			}
+		}()
+		return "http://" + l.Addr().String() + "/mcp"
+	}
+	allow := func(context.Context, *bundles.Input) Verdict { return Verdict{Allow: true} }
+	call := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/srv/a"}}}`
+	for _, transport := range []string{"default", "http.Transport"} {
+		for _, hang := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/hang=%v", transport, hang), func(t *testing.T) {
+				p := newHPProxy(t, rawUpstream(t, hang), allow, func(h *HTTP) {
+					h.CallTimeout = 300 * time.Millisecond
+					if transport != "default" {
+						h.Client = &http.Client{Transport: &http.Transport{}}
+					}
+				})
+				status, body := hpPost(t, p.URL, call)
+				if status != http.StatusOK || !strings.Contains(body, `"id":7,"error":{"code":-32000`) {
+					t.Errorf("got %d %s, want an error answer to id 7", status, body)
+				}
+				if got := p.doneOf("read_file"); fmt.Sprint(got) != "[true]" {
+					t.Errorf("Done outcomes: got %v, want [true] (the server got the call)", got)
+				}
+			})
+		}
+	}
 }
 
 func TestHTTPMaxBody(t *testing.T) {

@@ -72,7 +72,9 @@ func newUpstreamClientWith(target *url.URL, proxy func(*http.Request) (*url.URL,
 // tens of microseconds those hand-offs (and the threads they wake) are a
 // large part of the proxy's CPU. Requests are written by net/http's
 // Request.Write and responses read by http.ReadResponse: only the
-// connections are managed here.
+// connections are managed here. Request.Write reports an httptrace
+// WroteRequest, as http.Transport does: the HTTP proxy learns from it that
+// a call reached the server (TestHTTPSentCallCounts).
 //
 // Contracts: a response body must be read to its end or closed; at its end
 // the connection goes back to the idle pool (unless either side asked to
