@@ -179,7 +179,7 @@ func (b *Bridge) fromClient(ctx context.Context, line []byte, tooLong bool) erro
 		}
 		return b.toClient.write(appendError(nil, m.ID, code, msg))
 	}
-	if !exactNames(line, k == kindRequest && *m.Method == "tools/call") {
+	if !m.exactNames(line, k == kindRequest && *m.Method == "tools/call") {
 		b.log.Warn("ambiguous client message (member names repeated or differing only in case)", "bytes", len(line))
 		if k == kindNotification {
 			return nil

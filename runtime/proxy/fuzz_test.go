@@ -102,6 +102,9 @@ func FuzzClassify(f *testing.F) {
 		`{"jsonrpc":"2.0","id":1,"method":7,"method":"x","jsonrpc":null}`,
 		`{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}`,
 		`{"jsonrpc":"2.0","id":1,"\u006dethod":"tools/call"}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","Name":"y"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"x","id":2}`,
+		`{"jsonrpc":"2.0","id":1,"method":"x","extra":1,"EXTRA":2}`,
 		` {"jsonrpc":"2.0","id":[1],"method":"x"} `,
 		`{"jsonrpc":2,"id":3,"method":"x"}`,
 		"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\"}",
@@ -134,6 +137,16 @@ func FuzzClassify(f *testing.F) {
 		}
 		if k == kindRequest && !json.Valid(appendDenial(nil, m.ID, &Verdict{Message: string(line)})) {
 			t.Fatalf("denial for %q is not JSON", line)
+		}
+
+		// The names check that trusts classify's plain envelope answers as
+		// the one that reads every name again.
+		if k != kindInvalid {
+			for _, call := range []bool{false, true} {
+				if got, want := m.exactNames(line, call), exactNames(line, call); got != want {
+					t.Fatalf("%q (call %v): exactNames after classify %v, want %v", line, call, got, want)
+				}
+			}
 		}
 
 		// The scanner's verdict on validity is encoding/json's.

@@ -246,7 +246,7 @@ func (h *HTTP) servePOST(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, appendError(nil, m.ID, code, msg))
 		return
 	}
-	if !exactNames(body, k == kindRequest && *m.Method == "tools/call") {
+	if !m.exactNames(body, k == kindRequest && *m.Method == "tools/call") {
 		h.log.Warn("ambiguous client message (member names repeated or differing only in case)", "bytes", len(body))
 		writeJSON(w, http.StatusBadRequest, appendError(nil, m.ID, codeInvalidRequest, errAmbiguous))
 		return

@@ -51,6 +51,19 @@ type message struct {
 	Params  json.RawMessage
 	Result  json.RawMessage
 	Error   json.RawMessage
+	// plainNames: every member of the message is an envelope member,
+	// spelled exactly, once (set by classify and classifyView).
+	plainNames bool
+}
+
+// exactNames is exactNames(line, call) for the message classify read from
+// line, without reading the envelope's names again when classify found
+// them plain.
+func (m *message) exactNames(line []byte, call bool) bool {
+	if !m.plainNames {
+		return exactNames(line, call)
+	}
+	return !call || m.Params == nil || distinctNames(m.Params, callNames, nil)
 }
 
 // classify reads the envelope of one line (see [message] for what the line
@@ -94,6 +107,7 @@ func classifyView(line []byte) (m message, k kind, code int) {
 		return m, kindInvalid, codeInvalidRequest
 	}
 	m.ID, m.Params, m.Result, m.Error = id, e.member[memberParams], e.member[memberResult], e.member[memberError]
+	m.plainNames = !e.mixed
 	if method := e.member[memberMethod]; len(method) > 0 && method[0] == '"' {
 		m.Method = methodName(method)
 	}
@@ -302,6 +316,10 @@ type envelope struct {
 	member    [numMembers][]byte // each member's raw value (a view), nil when absent
 	present   uint8              // bit i: member i appears
 	typeError bool               // jsonrpc or method is neither a string nor null
+	// mixed: some member is not an envelope member spelled exactly
+	// without escapes, or one repeats. Without it the message's names
+	// are known distinct (see [message.exactNames]).
+	mixed bool
 }
 
 // Results of scanEnvelope.
@@ -337,7 +355,11 @@ func scanEnvelope(line []byte, e *envelope) int {
 func (e *envelope) add(key, value []byte) {
 	i, _ := memberIndex(key)
 	if i < 0 {
+		e.mixed = true
 		return
+	}
+	if e.present&(1<<i) != 0 || string(key[1:len(key)-1]) != envelopeMembers[i] {
+		e.mixed = true // repeated, or spelled otherwise
 	}
 	e.present |= 1 << i
 	if i == memberJSONRPC || i == memberMethod {

@@ -468,7 +468,7 @@ func (p *Stdio) fromClient(ctx context.Context, b *batch, line []byte, tooLong b
 		}
 		return b.toClientAppend(func(dst []byte) []byte { return appendError(dst, m.ID, code, msg) })
 	}
-	if !exactNames(line, k == kindRequest && *m.Method == "tools/call") {
+	if !m.exactNames(line, k == kindRequest && *m.Method == "tools/call") {
 		// The proxy must read the message as the server will: no repeated
 		// member names, none differing only in case from one it reads.
 		p.Logger.Warn("ambiguous client message (member names repeated or differing only in case)", "bytes", len(line))
