@@ -44,3 +44,16 @@ END {
 	printf "denied ÷ direct: mean %.2fx, p50 %.2fx, p99 %.2fx (target ≤ 1.1x)\n", M["toolgate-denied"] / M["direct"], P["toolgate-denied"] / P["direct"], Q["toolgate-denied"] / Q["direct"]
 	printf "disk − memory: mean %+.1f µs, p50 %+.1f µs (target ≤ +10 µs)\n", (M["toolgate-disk"] - M["toolgate"]) / 1000, (P["toolgate-disk"] - P["toolgate"]) / 1000
 }' "$out"
+# The same ratio within each round (its paths ran minutes apart at most),
+# which the machine's slower drift does not reach.
+echo
+awk '{ v[$1, $2, 3] = $3; v[$1, $2, 4] = $4; v[$1, $2, 5] = $5; r[$1] = 1 }
+END {
+	for (i = 1; i in r; i++) {
+		printf "round %d, toolgate adds ÷ relay.c adds:", i
+		split("mean p50 p99", name, " ")
+		for (f = 3; f <= 5; f++)
+			printf " %s %.2fx", name[f - 2], (v[i, "toolgate", f] - v[i, "direct", f]) / (v[i, "relay", f] - v[i, "direct", f])
+		print ""
+	}
+}' "$out"
