@@ -745,10 +745,12 @@ func TestHTTPSentCallCounts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var conns sync.WaitGroup
+		var conns sync.WaitGroup // the acceptor and its connections
 		stop := make(chan struct{})
 		t.Cleanup(func() { close(stop); l.Close(); conns.Wait() })
+		conns.Add(1)
 		go func() {
+			defer conns.Done()
 			for {
 				c, err := l.Accept()
 				if err != nil {
@@ -779,7 +781,9 @@ func TestHTTPSentCallCounts(t *testing.T) {
 				p := newHPProxy(t, rawUpstream(t, hang), allow, func(h *HTTP) {
 					h.CallTimeout = 300 * time.Millisecond
 					if transport != "default" {
-						h.Client = &http.Client{Transport: &http.Transport{}}
+						tr := &http.Transport{}
+						t.Cleanup(tr.CloseIdleConnections)
+						h.Client = &http.Client{Transport: tr}
 					}
 				})
 				status, body := hpPost(t, p.URL, call)
@@ -1125,7 +1129,8 @@ func TestExactNames(t *testing.T) {
 // JSON object it reads every member, names in order; on anything it never
 // panics.
 func FuzzMembers(f *testing.F) {
-	for _, s := range []string{`{}`, `{"a":1,"b":[1,{"c":"}"}],"d":"\"x"}`, `{"a":tru}`, `[1]`, `{"a" : { } , "b":null}`, `{"a":"\\"}`} {
+	for _, s := range []string{`{}`, `{"a":1,"b":[1,{"c":"}"}],"d":"\"x"}`, `{"a":tru}`, `[1]`, `{"a" : { } , "b":null}`, `{"a":"\\"}`,
+		`{"id":1,"ID":2}`, `{"id":1,"\u0069d":2}`, `{"paramſ":1}`, `{"jsonrpc":"2.0","id":1,"method":"x","params":{}}`, `{"x":1,"X":2,"id":3}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -1166,6 +1171,23 @@ func FuzzMembers(f *testing.F) {
 			t.Fatalf("%q: exactNames %v, want %v (names %q)", b, got, ref, want)
 		}
 	})
+}
+
+// TestKnownNames: distinctNames keeps a bit per known name and relies on
+// no two known names being equal ignoring case.
+func TestKnownNames(t *testing.T) {
+	for _, known := range [][]string{envelopeNames, callNames} {
+		if len(known) > 64 {
+			t.Errorf("%d known names, distinctNames has bits for 64", len(known))
+		}
+		for i, a := range known {
+			for _, b := range known[:i] {
+				if strings.EqualFold(a, b) {
+					t.Errorf("known names %q and %q are equal ignoring case", a, b)
+				}
+			}
+		}
+	}
 }
 
 // exactNamesReference is exactNames of a message (not a call) whose member

@@ -74,7 +74,10 @@ func newUpstreamClientWith(target *url.URL, proxy func(*http.Request) (*url.URL,
 // Request.Write and responses read by http.ReadResponse: only the
 // connections are managed here. Request.Write reports an httptrace
 // WroteRequest, as http.Transport does: the HTTP proxy learns from it that
-// a call reached the server (TestHTTPSentCallCounts).
+// a call was written, and counts it (TestHTTPSentCallCounts). The report
+// comes once the request is in the connection's buffer, before the flush:
+// a call whose flush fails, or whose resend then finds no connection,
+// counts too, the safe side for a limit.
 //
 // Contracts: a response body must be read to its end or closed; at its end
 // the connection goes back to the idle pool (unless either side asked to

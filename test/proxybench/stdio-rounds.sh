@@ -23,7 +23,9 @@ for r in $(seq 1 "$rounds"); do
 			awk -v p="$p" -v r="$r" '/^Benchmark/ {print r, p, $3, $5, $7; fflush()}' | tee -a "$out"
 	done
 done
-# Medians per path (mean, p50, p99 in ns), then the ratios.
+# Medians per path, then the ratios. "mean" is the benchmark's ns/op: the
+# mean round trip at 1 client; at 8, wall time per call over all clients
+# (the inverse of throughput), as in BENCHMARKS.md.
 awk -v paths="$paths" '
 function median(a, n,   i, j, t) {
 	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
@@ -35,10 +37,14 @@ END {
 	print "\nmedians (µs):        mean      p50      p99"
 	for (k = 1; k in ps; k++) {
 		p = ps[k]; m = n[p]
+		if (m == 0) { print "stdio-rounds.sh: no result for path " p > "/dev/stderr"; bad = 1; exit 1 }
+		split("", a); split("", b); split("", c)
 		for (i = 1; i <= m; i++) { a[i] = mean[p, i]; b[i] = p50[p, i]; c[i] = p99[p, i] }
 		M[p] = median(a, m); P[p] = median(b, m); Q[p] = median(c, m)
 		printf "%-16s %9.1f %8.1f %8.1f\n", p, M[p] / 1000, P[p] / 1000, Q[p] / 1000
 	}
+	if (bad) exit 1
+	if (M["relay"] == M["direct"] || P["relay"] == P["direct"] || Q["relay"] == Q["direct"]) { print "stdio-rounds.sh: relay.c added nothing; no ratio" > "/dev/stderr"; exit 1 }
 	printf "\ntoolgate adds ÷ relay.c adds: mean %.2fx, p50 %.2fx, p99 %.2fx (target ≤ 1.5x)\n",
 		(M["toolgate"] - M["direct"]) / (M["relay"] - M["direct"]), (P["toolgate"] - P["direct"]) / (P["relay"] - P["direct"]), (Q["toolgate"] - Q["direct"]) / (Q["relay"] - Q["direct"])
 	printf "denied ÷ direct: mean %.2fx, p50 %.2fx, p99 %.2fx (target ≤ 1.1x)\n", M["toolgate-denied"] / M["direct"], P["toolgate-denied"] / P["direct"], Q["toolgate-denied"] / Q["direct"]
