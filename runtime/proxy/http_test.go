@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -738,40 +737,13 @@ func TestHTTPRawMessages(t *testing.T) {
 // transport, for a plain-HTTP upstream) as over http.Transport; one that
 // never reached a server spends nothing (TestHTTPRawMessages).
 func TestHTTPSentCallCounts(t *testing.T) {
-	// rawUpstream reads one whole request, then closes the connection
-	// (hang false) or keeps it open without answering (hang true).
+	// The upstream reads the request, then closes the connection (hang
+	// false) or keeps it open without answering (hang true).
 	rawUpstream := func(t *testing.T, hang bool) string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+		if hang {
+			return rawServer(t, func(net.Conn) {})
 		}
-		var conns sync.WaitGroup // the acceptor and its connections
-		stop := make(chan struct{})
-		t.Cleanup(func() { close(stop); l.Close(); conns.Wait() })
-		conns.Add(1)
-		go func() {
-			defer conns.Done()
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				conns.Add(1)
-				go func() {
-					defer conns.Done()
-					defer c.Close()
-					req, err := http.ReadRequest(bufio.NewReader(c))
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					if hang {
-						<-stop
-					}
-				}()
-			}
-		}()
-		return "http://" + l.Addr().String() + "/mcp"
+		return rawServer(t, func(c net.Conn) { c.Close() })
 	}
 	allow := func(context.Context, *bundles.Input) Verdict { return Verdict{Allow: true} }
 	call := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/srv/a"}}}`
