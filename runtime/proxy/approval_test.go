@@ -63,17 +63,24 @@ func newApprovalWorld(t *testing.T, mode ApprovalMode, src string) *approvalWorl
 // load builds src and makes it the active bundle.
 func (w *approvalWorld) load(src string) string {
 	w.t.Helper()
-	b, _, err := build.Build(context.Background(), []policy.Source{{Path: "pay.yaml", Data: []byte(src)}}, build.Options{})
+	return swapInPolicy(w.t, w.eng, "pay.yaml", []byte(src))
+}
+
+// swapInPolicy builds the policy file src (named path) into a bundle and
+// makes it eng's active bundle; it returns the bundle's digest.
+func swapInPolicy(tb testing.TB, eng *engine.Engine, path string, src []byte) string {
+	tb.Helper()
+	b, _, err := build.Build(context.Background(), []policy.Source{{Path: path, Data: src}}, build.Options{})
 	if err != nil {
-		w.t.Fatal(err)
+		tb.Fatal(err)
 	}
 	var buf bytes.Buffer
 	if err := bundles.Write(&buf, b); err != nil {
-		w.t.Fatal(err)
+		tb.Fatal(err)
 	}
 	digest := bundles.Digest(buf.Bytes())
-	if err := w.eng.Swap(context.Background(), digest, b); err != nil {
-		w.t.Fatal(err)
+	if err := eng.Swap(context.Background(), digest, b); err != nil {
+		tb.Fatal(err)
 	}
 	return digest
 }

@@ -5,54 +5,31 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
+	"os"
 	"testing"
 
-	"github.com/toolgate/toolgate/bundles"
-	"github.com/toolgate/toolgate/compiler/build"
-	"github.com/toolgate/toolgate/compiler/policy"
 	"github.com/toolgate/toolgate/runtime/admin"
 	"github.com/toolgate/toolgate/runtime/counters"
 	"github.com/toolgate/toolgate/runtime/engine"
 )
 
-// benchPolicy is test/proxybench's policy: an allowed call matches a regex
-// and reserves an hourly counter; another tool is always denied.
-const benchPolicy = `version: "1"
-default: allow
-tools:
-  echo:
-    rules:
-      - name: paths under /srv
-        conditions: [{path: args.path, op: regex, value: "^/srv/"}]
-      - name: hourly
-        rate_limit: 1000000000/hour
-  delete_everything:
-    rules:
-      - name: never
-        action: deny
-`
-
 // BenchmarkStdioCall is the stdio proxy's whole work for one tools/call and
 // its answer, as `toolgate proxy --state memory` does it: reading both
 // messages, the decision (the engine with its memo, behind the metrics),
 // the counter reservation, the pending-call bookkeeping and writing both
-// out (to io.Discard), without the system calls. Its allocations are what
-// every call leaves for the garbage collector.
+// out (to writers that only count), without the system calls. Its
+// allocations, but for the two of fmt building the messages, are what every
+// call leaves for the garbage collector.
 func BenchmarkStdioCall(b *testing.B) {
 	eng := engine.New()
 	b.Cleanup(eng.Close)
-	bd, _, err := build.Build(context.Background(), []policy.Source{{Path: "bench.yaml", Data: []byte(benchPolicy)}}, build.Options{})
+	// test/proxybench's policy: an allowed call matches a regex and
+	// reserves an hourly counter; another tool is always denied.
+	src, err := os.ReadFile("../../test/proxybench/testdata/policies/bench.yaml")
 	if err != nil {
 		b.Fatal(err)
 	}
-	var buf bytes.Buffer
-	if err := bundles.Write(&buf, bd); err != nil {
-		b.Fatal(err)
-	}
-	if err := eng.Swap(context.Background(), bundles.Digest(buf.Bytes()), bd); err != nil {
-		b.Fatal(err)
-	}
+	swapInPolicy(b, eng, "bench.yaml", src)
 	pol := NewPolicy(admin.Instrument(eng, admin.NewMetrics()), WithCounters(counters.New()), WithLogger(quiet))
 	for _, tool := range []string{"echo", "delete_everything"} {
 		b.Run("tool="+tool, func(b *testing.B) {
@@ -99,5 +76,3 @@ func (w *countingWriter) Write(b []byte) (int, error) {
 	w.lines += bytes.Count(b, []byte{'\n'})
 	return len(b), nil
 }
-
-var _ io.Writer = (*countingWriter)(nil)
