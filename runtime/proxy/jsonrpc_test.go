@@ -217,6 +217,31 @@ func TestToolNameFromCatalogNotCopied(t *testing.T) {
 	}
 }
 
+// BenchmarkExactNames is the member-names check of a tools/call: reading
+// every name again (exactNames), and after classify found the envelope's
+// names plain (message.exactNames: the params only).
+func BenchmarkExactNames(b *testing.B) {
+	line := []byte(`{"jsonrpc":"2.0","id":1042,"method":"tools/call","params":{"name":"echo","arguments":{"path":"/srv/a","text":"hello"}}}`)
+	m, k, _ := classifyView(line)
+	if k != kindRequest || !m.plainNames {
+		b.Fatalf("kind %d, plain names %v", k, m.plainNames)
+	}
+	b.Run("path=reread", func(b *testing.B) {
+		for b.Loop() {
+			if !exactNames(line, true) {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("path=after-classify", func(b *testing.B) {
+		for b.Loop() {
+			if !m.exactNames(line, true) {
+				b.Fatal("refused")
+			}
+		}
+	})
+}
+
 // BenchmarkClassify compares the scanner with the encoding/json reading it
 // replaced, on a tools/call request, its response, and a call with 1 MiB
 // of arguments.
