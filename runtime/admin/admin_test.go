@@ -27,9 +27,9 @@ func (f *fakeEngine) Manifest() (bundles.Manifest, bool) {
 	return bundles.Manifest{Revision: f.rev}, f.digest != ""
 }
 
-func (f *fakeEngine) ActiveManifest() (bundles.Manifest, string, bool) {
+func (f *fakeEngine) ActiveManifest() (*bundles.Manifest, string, bool) {
 	m, ok := f.Manifest()
-	return m, f.digest, ok
+	return &m, f.digest, ok
 }
 
 func (f *fakeEngine) Eval(_ context.Context, in *bundles.Input) (bundles.Decision, engine.Info, error) {

@@ -140,7 +140,7 @@ func (m *Metrics) registry(status func() Status) *prometheus.Registry {
 type Evaluator interface {
 	Eval(ctx context.Context, in *bundles.Input) (bundles.Decision, engine.Info, error)
 	Manifest() (bundles.Manifest, bool)
-	ActiveManifest() (bundles.Manifest, string, bool)
+	ActiveManifest() (*bundles.Manifest, string, bool)
 }
 
 var _ Evaluator = (*engine.Engine)(nil)

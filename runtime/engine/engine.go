@@ -175,12 +175,13 @@ func (e *Engine) Manifest() (bundles.Manifest, bool) {
 // ActiveManifest returns the manifest of the active bundle with its digest,
 // and false when none is active: the two always belong together, so that a
 // caller can tell whether a later [Engine.Eval] decided with the same bundle
-// (its Info.Digest).
-func (e *Engine) ActiveManifest() (bundles.Manifest, string, bool) {
+// (its Info.Digest). The manifest is the bundle's own, read on every call
+// and not copied: the caller must not modify it.
+func (e *Engine) ActiveManifest() (*bundles.Manifest, string, bool) {
 	if s := e.cur.Load(); s != nil {
-		return s.manifest, s.digest, true
+		return &s.manifest, s.digest, true
 	}
-	return bundles.Manifest{}, "", false
+	return nil, "", false
 }
 
 // Close retires the active bundle (closed after its last Eval in flight);

@@ -25,7 +25,7 @@ import (
 type Evaluator interface {
 	Eval(ctx context.Context, in *bundles.Input) (bundles.Decision, engine.Info, error)
 	Manifest() (bundles.Manifest, bool)
-	ActiveManifest() (bundles.Manifest, string, bool)
+	ActiveManifest() (*bundles.Manifest, string, bool)
 }
 
 // Counters reserves and reads counters; *counters.Store is one.

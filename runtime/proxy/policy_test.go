@@ -40,9 +40,9 @@ func (f *fakeEval) Manifest() (bundles.Manifest, bool) {
 	return m, true
 }
 
-func (f *fakeEval) ActiveManifest() (bundles.Manifest, string, bool) {
+func (f *fakeEval) ActiveManifest() (*bundles.Manifest, string, bool) {
 	m, ok := f.Manifest()
-	return m, "sha256:feed", ok
+	return &m, "sha256:feed", ok
 }
 
 type recordLog struct {
@@ -357,7 +357,7 @@ type swapAfterManifest struct {
 	n    int
 }
 
-func (s *swapAfterManifest) ActiveManifest() (bundles.Manifest, string, bool) {
+func (s *swapAfterManifest) ActiveManifest() (*bundles.Manifest, string, bool) {
 	m, d, ok := s.Engine.ActiveManifest()
 	s.n++
 	s.swap(s.n)
