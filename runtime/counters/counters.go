@@ -10,6 +10,7 @@
 package counters
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -102,8 +103,10 @@ func (v *value) in(start int64) int64 {
 
 // Reserve takes the reservations in order, each in its window at now. A
 // reservation is refused when its counter's current value plus its amount
-// would exceed its limit (a nil limit never refuses), and so is one whose
-// window is not minute, hour or day (fail closed). On a refusal the
+// would exceed its limit (a nil limit never refuses), when that sum would
+// leave the int64 range (an increment_from amount can be up to 2^63-1: the
+// sum must not wrap around and let the call through), and when its window
+// is not minute, hour or day (fail closed). On a refusal the
 // reservations already taken are released and Reserve returns the refused
 // one (its Rule and Message say why); release is then nil.
 //
@@ -129,7 +132,8 @@ func (s *Store) Reserve(rs []bundles.Reservation, now time.Time) (release func()
 		r := &rs[i]
 		start, ok := windowStart(r.Window, now)
 		if ok {
-			ok = r.Limit == nil || t.vals[i].in(start)+r.Amount <= *r.Limit
+			sum, fits := add(t.vals[i].in(start), r.Amount)
+			ok = fits && (r.Limit == nil || sum <= *r.Limit)
 		}
 		if !ok {
 			t.undo(i)
@@ -144,6 +148,25 @@ func (s *Store) Reserve(rs []bundles.Reservation, now time.Time) (release func()
 	}
 	t.unlock()
 	return t.release, nil
+}
+
+// add returns a+b, and false when the sum is outside the int64 range.
+func add(a, b int64) (int64, bool) {
+	sum := a + b
+	return sum, (b >= 0) == (sum >= a)
+}
+
+// subSaturating returns a-b, or the int64 bound it passed: other calls may
+// have moved a counter between a reservation and its release.
+func subSaturating(a, b int64) int64 {
+	d := a - b
+	switch {
+	case b > 0 && d > a:
+		return math.MinInt64
+	case b < 0 && d < a:
+		return math.MaxInt64
+	}
+	return d
 }
 
 // taken is one call's reservations, held until they are committed or
@@ -190,7 +213,7 @@ func (t *taken) unlock() {
 func (t *taken) undo(n int) {
 	for i := range n {
 		if v := t.vals[i]; v.start == t.starts[i] {
-			v.n -= t.rs[i].Amount
+			v.n = subSaturating(v.n, t.rs[i].Amount)
 		}
 	}
 }

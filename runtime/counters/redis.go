@@ -200,7 +200,11 @@ func (r *Redis) Close() error {
 // reservation: the amount, the limit ("" for none, "refuse" for a window
 // the store does not know) and the key's time to live in seconds. It
 // returns the 0-based index of the first reservation refused, having
-// written nothing, or -1 having incremented every counter. A counter named
+// written nothing, or -1 having incremented every counter. A sum that
+// reaches ±2^63 is refused, as in the memory store (Lua's numbers are
+// doubles: a sum within about 2^10 of the int64 bounds is refused here
+// where the memory store, exact, would take it), so that INCRBY never
+// fails half-way through. A counter named
 // twice sees its own earlier amount, as in the memory store.
 var reserveScript = redis.NewScript(`
 local seen = {}
@@ -217,6 +221,9 @@ for i, key in ipairs(KEYS) do
 		end
 	end
 	cur = cur + tonumber(ARGV[3*i-2])
+	if cur >= 9223372036854775808 or cur <= -9223372036854775808 then
+		return i - 1
+	end
 	if limit ~= '' and cur > tonumber(limit) then
 		return i - 1
 	end

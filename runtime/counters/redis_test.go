@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/big"
 	"net"
 	"os"
@@ -196,6 +197,34 @@ var semantics = []struct {
 		}
 		if got := read(s, "h", "hour", r0); got != 3000 {
 			t.Errorf("h = %d, want 3000", got)
+		}
+	}},
+	{"a sum past the int64 range is refused, not wrapped", func(t *testing.T, s store) {
+		// An increment_from amount may be as large as 2^63-1. Wrapped
+		// around, 5+(2^63-1) would be negative, under any limit: the call
+		// would pass and leave the counter far below zero.
+		rs := []bundles.Reservation{rsv("k", "day", 5, lim(1000))}
+		s.Reserve(rs, r0)
+		huge := []bundles.Reservation{rsv("k", "day", math.MaxInt64, lim(1000))}
+		if _, refusal := s.Reserve(huge, r0); refusal != &huge[0] {
+			t.Fatalf("5 + (2^63-1) under a limit of 1000: got refusal of %s, want k", refusedKey(refusal))
+		}
+		if got := read(s, "k", "day", r0); got != 5 {
+			t.Errorf("k = %d after the refusal, want 5", got)
+		}
+		if _, refusal := s.Reserve([]bundles.Reservation{rsv("k", "day", 995, lim(1000))}, r0); refusal != nil {
+			t.Errorf("5 + 995 under a limit of 1000 refused")
+		}
+		// Without a limit too: the count cannot go past the range.
+		half := []bundles.Reservation{rsv("l", "day", 1<<62, nil)}
+		if _, refusal := s.Reserve(half, r0); refusal != nil {
+			t.Fatal("2^62 on an empty counter without a limit refused")
+		}
+		if _, refusal := s.Reserve(half, r0); refusal != &half[0] {
+			t.Fatalf("2^62 + 2^62 without a limit: got refusal of %s, want l", refusedKey(refusal))
+		}
+		if got := read(s, "l", "day", r0); got != 1<<62 {
+			t.Errorf("l = %d, want 2^62", got)
 		}
 	}},
 	{"unknown window refused", func(t *testing.T, s store) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -336,5 +337,56 @@ func TestUpstreamExitFailsProxy(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), `"id":7,"error":{"code":-32000`) {
 		t.Errorf("the pending ping got no error: %s", stdout.String())
+	}
+}
+
+// TestHugeIncrementRefused: an increment_from amount of 2^63-1 on a counter
+// that holds 1 must be refused (1 + 2^63-1 passes any limit), not wrap
+// around to a negative count that lets this call and every later one
+// through. Memory and disk stores alike.
+func TestHugeIncrementRefused(t *testing.T) {
+	dir := t.TempDir()
+	policy := `version: "1"
+tools:
+  spend:
+    rules:
+      - name: budget
+        state: {counter: spent, window: day, increment_from: args.amount}
+        conditions: [{path: state.spend.spent, op: lte, value: 1000}]
+        on_deny: budget spent
+`
+	if err := os.WriteFile(filepath.Join(dir, "budget.yaml"), []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, state := range []string{"memory", "disk"} {
+		t.Run(state, func(t *testing.T) {
+			for attempt := 0; ; attempt++ {
+				day := time.Now().UTC().Truncate(24 * time.Hour)
+				args := []string{"proxy", "--policy", dir, "--server", "budget", "--state", state,
+					"--state-dir", filepath.Join(t.TempDir(), "state"), "--admin", ""}
+				p := startRaw(t, args, anyserverBin(t), "-tool", "spend")
+				p.initialize()
+				var got []string
+				for _, amount := range []string{"1", "9223372036854775807", "1000", "999"} {
+					c, ok := p.callTool("spend", `{"amount":`+amount+`}`).callResult()
+					switch {
+					case !ok:
+						got = append(got, "error")
+					case c.IsError:
+						got = append(got, "denied: "+c.text())
+					default:
+						got = append(got, "allowed")
+					}
+				}
+				if !time.Now().UTC().Truncate(24*time.Hour).Equal(day) && attempt == 0 {
+					continue // the day turned mid-test
+				}
+				want := []string{"allowed", "denied: budget spent", "denied: budget spent", "allowed"}
+				if !slices.Equal(got, want) {
+					t.Errorf("amounts 1, 2^63-1, 1000, 999: got %q, want %q", got, want)
+				}
+				return
+			}
+		})
 	}
 }
