@@ -715,6 +715,24 @@ func TestExtensionFileLintsClean(t *testing.T) {
 	}
 }
 
+// A rate_limit rule whose on_deny is empty says the rate-limit message, at
+// step 3 and on a refused reservation alike: an empty on_deny is no message
+// for every other rule too (found by a spec audit: it said `Denied by rule
+// "rl"` at step 3 and `Rate limit exceeded for rl` when refused).
+func TestRateLimitEmptyOnDeny(t *testing.T) {
+	for _, onDeny := range []string{`on_deny: ""`, ``} {
+		src := "version: \"1\"\ntools:\n  t:\n    rules:\n      - name: rl\n        rate_limit: 3/hour\n        " + onDeny + "\n"
+		set, diags := Load([]Source{{Path: "s.yaml", Data: []byte(src)}})
+		if len(diags) > 0 {
+			t.Fatalf("%q: %v", onDeny, diags)
+		}
+		r := set.Files[0].Tools[0].Rules[0]
+		if want := "Rate limit of 3 per hour reached. Try again later."; r.OnDeny != want {
+			t.Errorf("%q: on_deny = %q, want %q", onDeny, r.OnDeny, want)
+		}
+	}
+}
+
 // Files that lint clean also do so when read from disk under a folder.
 func TestExtensionFileFromDisk(t *testing.T) {
 	sources, err := ReadSources([]string{filepath.Join("testdata", "extensions.yaml")})

@@ -498,7 +498,7 @@ func (p *parser) rule(tool string, rn *yaml.Node) (Rule, bool) {
 					Path: "state." + scopeOf(tool) + "." + counter, Op: "lte", Value: int(rl.N),
 					HasValue: true, Pos: pos, Generated: true,
 				}}
-				if !r.HasOnDeny {
+				if !r.HasOnDeny || r.OnDeny == "" { // `on_deny: ""` is no message, as for every rule
 					r.OnDeny, r.HasOnDeny = fmt.Sprintf("Rate limit of %d per %s reached. Try again later.", rl.N, rl.Window), true
 				}
 			}
