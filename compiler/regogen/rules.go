@@ -175,7 +175,7 @@ func (g *gen) cond(c policy.Condition) string {
 		return g.helper(c, v, false, func(x string) []string { return []string{"is_number(" + x + "); " + x + " " + op + " " + lit(c.Value)} })
 	case "regex":
 		return g.helper(c, v, false, func(x string) []string {
-			return []string{"is_string(" + x + "); regex.match(" + str(c.Value.(string)) + ", " + x + ")"}
+			return []string{"is_string(" + x + "); regex.match(" + str(wasmPattern(c.Value.(string))) + ", " + x + ")"}
 		})
 	case "eq":
 		return g.helper(c, v, false, func(x string) []string { return eqAlternatives(x, c.Value) })

@@ -7,6 +7,7 @@ import (
 	"github.com/toolgate/toolgate/compiler/policy"
 	"math"
 	"regexp"
+	"regexp/syntax"
 	"strconv"
 	"strings"
 )
@@ -87,6 +88,26 @@ func eqAlternatives(x string, v any) []string {
 		return []string{"is_number(" + x + "); " + x + " == " + lit(v), x + " == " + str(TextForm(v))}
 	}
 	panic(fmt.Sprintf("regogen: eq on %T", v))
+}
+
+// wasmPattern returns a regex condition's pattern (RE2 syntax as Go's
+// regexp reads it, policy.md §3) in a form the RE2 inside OPA's Wasm
+// reads the same way. That RE2 is older than Go's regexp: it refuses the
+// (?<name>…) spelling of a named group, so the call was denied, and its
+// Unicode tables lack the newest characters and scripts (\pL, \p{Kawi}).
+// A pattern using either is written out by Go's own parser: named groups
+// as (?P<name>…), Unicode classes as the explicit ranges of Go's tables.
+// Any other pattern is left as the policy wrote it. Lint has compiled the
+// pattern with Go's regexp; one that does not parse is returned unchanged.
+func wasmPattern(p string) string {
+	if !strings.Contains(p, "(?<") && !strings.Contains(p, `\p`) && !strings.Contains(p, `\P`) {
+		return p
+	}
+	re, err := syntax.Parse(p, syntax.Perl)
+	if err != nil {
+		return p
+	}
+	return re.String()
 }
 
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
