@@ -56,9 +56,12 @@ type CounterValue struct {
 	Value int64
 }
 
-// AppendJSON appends the input's JSON encoding (policy.md §6) to dst.
-// Raw fields are copied as they are: they must already be valid JSON.
-// It allocates only when dst must grow.
+// AppendJSON appends the input's JSON encoding (policy.md §6) to dst: the
+// input as the policy reads it. Raw fields are copied, each number in them
+// as the float64 nearest to it (see appendNumbersAsFloat64; most numbers
+// are copied unchanged), and so are counter values beyond 2^53: the raw
+// fields must already be valid JSON. It allocates only
+// when dst must grow.
 func (in *Input) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `{"server":`...)
 	dst = AppendString(dst, in.Server)
@@ -86,7 +89,11 @@ func (in *Input) AppendJSON(dst []byte) []byte {
 		}
 		dst = AppendString(dst, c.Key)
 		dst = append(dst, ':')
-		dst = strconv.AppendInt(dst, c.Value, 10)
+		if -1<<53 <= c.Value && c.Value <= 1<<53 {
+			dst = strconv.AppendInt(dst, c.Value, 10)
+		} else { // a float64, as the policy reads every number
+			dst = strconv.AppendFloat(dst, float64(c.Value), 'g', -1, 64)
+		}
 	}
 	return append(dst, "}}"...)
 }
@@ -95,7 +102,7 @@ func appendRawObject(dst []byte, raw json.RawMessage) []byte {
 	if len(raw) == 0 {
 		return append(dst, "{}"...)
 	}
-	return append(dst, raw...)
+	return appendNumbersAsFloat64(dst, raw)
 }
 
 const hexDigits = "0123456789abcdef"

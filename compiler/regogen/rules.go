@@ -172,7 +172,9 @@ func (g *gen) cond(c policy.Condition) string {
 		return "not " + name
 	case "lt", "lte", "gt", "gte":
 		op := map[string]string{"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}[c.Op]
-		return g.helper(c, v, false, func(x string) []string { return []string{"is_number(" + x + "); " + x + " " + op + " " + lit(c.Value)} })
+		return g.helper(c, v, false, func(x string) []string {
+			return []string{"is_number(" + x + "); " + x + " " + op + " " + numLit(c.Value)}
+		})
 	case "regex":
 		return g.helper(c, v, false, func(x string) []string {
 			return []string{"is_string(" + x + "); regex.match(" + str(wasmPattern(c.Value.(string))) + ", " + x + ")"}

@@ -36,6 +36,19 @@ func lit(v any) string {
 	panic(fmt.Sprintf("regogen: no literal for %T", v))
 }
 
+// numLit returns a policy number as conditions compare it with a call's:
+// the float64 nearest to it, as PolicyLayer compares (the host sends the
+// call's numbers as float64s too: docs/semantics-choices.md, choice 12).
+// Only whole numbers beyond 2^53 change: 9007199254740993 compares as
+// 9007199254740992. Its text form (eq against a string) stays as written.
+func numLit(v any) string {
+	f, ok := policy.Number(v)
+	if !ok {
+		panic(fmt.Sprintf("regogen: %T is no number", v))
+	}
+	return lit(f)
+}
+
 // str returns s as a Rego string literal (JSON syntax, no HTML escaping).
 func str(s string) string {
 	var b bytes.Buffer
@@ -85,7 +98,7 @@ func eqAlternatives(x string, v any) []string {
 		return alts
 	}
 	if _, ok := policy.Number(v); ok {
-		return []string{"is_number(" + x + "); " + x + " == " + lit(v), x + " == " + str(TextForm(v))}
+		return []string{"is_number(" + x + "); " + x + " == " + numLit(v), x + " == " + str(TextForm(v))}
 	}
 	panic(fmt.Sprintf("regogen: eq on %T", v))
 }

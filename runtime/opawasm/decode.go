@@ -3,6 +3,7 @@ package opawasm
 import (
 	"encoding/json"
 	"fmt"
+	"math/big"
 
 	"github.com/toolgate/toolgate/bundles"
 )
@@ -47,7 +48,7 @@ func decodeCompactSlow(b []byte, d *bundles.Decision, compact *bundles.Compact) 
 			Decision bundles.Outcome         `json:"decision"`
 			Rule     string                  `json:"rule"`
 			Message  string                  `json:"message"`
-			Counters [][2]int64              `json:"counters"`
+			Counters [][2]wholeNumber        `json:"counters"`
 			Approval *bundles.Approval       `json:"approval"`
 			Shadow   []bundles.ShadowOutcome `json:"shadow"`
 		} `json:"result"`
@@ -61,7 +62,7 @@ func decodeCompactSlow(b []byte, d *bundles.Decision, compact *bundles.Compact) 
 	r := rs[0].Result
 	*d = bundles.Decision{Decision: r.Decision, Rule: r.Rule, Message: r.Message, Approval: r.Approval, Shadow: r.Shadow}
 	for _, pair := range r.Counters {
-		c, ok := counterByID(compact, pair[0], pair[1])
+		c, ok := counterByID(compact, int64(pair[0]), int64(pair[1]))
 		if !ok {
 			return fmt.Errorf("%w: counter id %d is not in the bundle's table of %d", ErrNoDecision, pair[0], len(compact.Counters))
 		}
@@ -71,6 +72,24 @@ func decodeCompactSlow(b []byte, d *bundles.Decision, compact *bundles.Compact) 
 		d.Counters = []bundles.Reservation{}
 	}
 	return checkDecision(d)
+}
+
+// wholeNumber is a whole number within int64 in a result, which OPA's Wasm
+// may print in exponent form: an increment_from amount near 2^63 (the
+// floor of the float64 9.223372036854775e+18) comes out so. It is read
+// exactly; anything else is an error.
+type wholeNumber int64
+
+func (w *wholeNumber) UnmarshalJSON(b []byte) error {
+	var r big.Rat
+	if len(b) > 40 || b[0] == '"' {
+		return fmt.Errorf("%.40s is not a whole number within int64", b)
+	}
+	if _, ok := r.SetString(string(b)); !ok || !r.IsInt() || !r.Num().IsInt64() {
+		return fmt.Errorf("%s is not a whole number within int64", b)
+	}
+	*w = wholeNumber(r.Num().Int64())
+	return nil
 }
 
 // counterByID writes out counter id of the compact table with amount.

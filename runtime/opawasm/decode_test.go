@@ -80,3 +80,26 @@ func FuzzDecodeResult(f *testing.F) {
 		}
 	})
 }
+
+// TestDecodeCompactExponentAmount: OPA's Wasm prints the floor of a large
+// float64 amount in exponent form; it is read exactly, as a whole number
+// within int64, and anything else is still refused.
+func TestDecodeCompactExponentAmount(t *testing.T) {
+	compact := &bundles.Compact{Counters: []bundles.Reservation{{Key: "t.spent", Window: "day", Rule: "r", Message: "m", Limit: i64(1000)}}}
+	for _, tt := range []struct {
+		amount string
+		want   int64
+		ok     bool
+	}{
+		{"9.223372036854775e+18", 9223372036854775000, true},
+		{"1e+18", 1000000000000000000, true},
+		{"-2.5e1", -25, true}, {"1.5", 0, false}, {"9.3e+18", 0, false}, {`"5"`, 0, false},
+		{"1e999999999999999999999999999999999999999", 0, false},
+	} {
+		var d bundles.Decision
+		err := decodeResultInterned([]byte(`[{"result":{"decision":"allow","counters":[[0,`+tt.amount+`]]}}]`), &d, nil, compact)
+		if tt.ok != (err == nil) || tt.ok && (len(d.Counters) != 1 || d.Counters[0].Amount != tt.want || d.Counters[0].Key != "t.spent") {
+			t.Errorf("amount %s: got %+v, %v; want %d (ok %v)", tt.amount, d.Counters, err, tt.want, tt.ok)
+		}
+	}
+}

@@ -137,8 +137,8 @@ func TestDifferential(t *testing.T) {
 			}
 			for j := 0; j < n && reports < *maxReports; j++ {
 				in := g.input(set)
-				js := in.AppendJSON(nil)
-				mi, err := model.ParseInput(js)
+				js := in.AppendJSON(nil) // as the host sends it: numbers as float64s
+				mi, err := model.ParseInput(rawInputJSON(&in))
 				if err != nil {
 					t.Fatalf("input %s: %v", js, err)
 				}
@@ -282,4 +282,34 @@ func canonicalState(compact *bundles.Compact, state []bundles.CounterValue) []bu
 		}
 	}
 	return out
+}
+
+// rawInputJSON is in's JSON with its raw fields as they came, numbers
+// unchanged: the model reads the call as PolicyLayer does, on its own,
+// while the host's AppendJSON sends the policy float64 values.
+func rawInputJSON(in *bundles.Input) []byte {
+	obj := func(r json.RawMessage) json.RawMessage {
+		if len(r) == 0 {
+			return json.RawMessage("{}")
+		}
+		return r
+	}
+	state := map[string]int64{}
+	for _, c := range in.State {
+		state[c.Key] = c.Value
+	}
+	groups := in.Identity.Groups
+	if groups == nil {
+		groups = []string{}
+	}
+	b, err := json.Marshal(map[string]any{
+		"server": in.Server, "tool": map[string]any{"name": in.Tool, "annotations": obj(in.Annotations)},
+		"arguments": obj(in.Arguments),
+		"identity":  map[string]any{"subject": in.Identity.Subject, "groups": groups, "claims": obj(in.Identity.Claims)},
+		"state":     state,
+	})
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

@@ -279,7 +279,7 @@ func reservation(l link, in *Input) (bundles.Reservation, bool) {
 func limit(l link) *int64 {
 	path := "state." + policy.CounterKey(l.key, l.rule.State.Counter)
 	for _, c := range l.rule.Conditions {
-		n, ok := number(c.Value)
+		n, ok := exactNumber(c.Value)
 		if c.Path != path || !ok || c.Op != "lte" && c.Op != "lt" {
 			continue
 		}
@@ -442,24 +442,53 @@ func eq(a, b any) bool {
 }
 
 // numberIsText reports whether a call's number n has the plain text form
-// s (choice 9): s must be what Go prints for a float64 ("5", "5.5",
-// "1e+21"), and n must be exactly that number. "-0" is no number's text:
-// a JSON -0 reads as 0.
+// s (choice 9): what Go prints for n read as a float64, as PolicyLayer
+// reads it ("5", "5.5", "1e+21"); a JSON -0 reads as 0. A number beyond
+// float64's range has no text form.
 func numberIsText(n json.Number, s string) bool {
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || s == "-0" || regogen.TextForm(f) != s {
+	f, err := strconv.ParseFloat(string(n), 64)
+	if err != nil {
 		return false
 	}
-	x, ok1 := number(n)
-	y, ok2 := new(big.Rat).SetString(s)
-	return ok1 && ok2 && x.Cmp(y) == 0
+	if f == 0 {
+		f = 0 // -0 reads as 0
+	}
+	return regogen.TextForm(f) == s
 }
 
-// number returns v's exact value when it is a number: a JSON number from the
-// input, or a YAML int or float from the policy. A YAML float is read as the
-// shortest decimal that gives it, the number its author wrote (0.1, not
-// 0.1000000000000000055…).
+// number returns the value conditions compare v with when it is a number
+// (choice 12): PolicyLayer reads a call's JSON numbers and a policy's YAML
+// ints and floats as float64, so v's value is the float64 nearest to it,
+// as the shortest decimal that gives it (0.1, not 0.1000000000000000055…;
+// 9007199254740993 is 9007199254740992). A JSON number beyond float64's
+// range keeps its exact value (the host sends it as it came).
 func number(v any) (*big.Rat, bool) {
+	var f float64
+	switch n := v.(type) {
+	case json.Number:
+		var err error
+		if f, err = strconv.ParseFloat(string(n), 64); err != nil {
+			return exactNumber(v)
+		}
+	case int:
+		f = float64(n)
+	case int64:
+		f = float64(n)
+	case uint64:
+		f = float64(n)
+	case float64:
+		f = n
+	default:
+		return nil, false
+	}
+	return new(big.Rat).SetString(strconv.FormatFloat(f, 'g', -1, 64))
+}
+
+// exactNumber returns v's exact value when it is a number: a JSON number
+// from the input, or a YAML int or float from the policy. A YAML float is
+// read as the shortest decimal that gives it, the number its author wrote.
+// Counter limits are exact whole numbers (choice 13).
+func exactNumber(v any) (*big.Rat, bool) {
 	var s string
 	switch n := v.(type) {
 	case json.Number:

@@ -24,9 +24,15 @@ func TestEq(t *testing.T) {
 		{`null`, nil, true},
 		{`null`, "<nil>", true},
 		{`1e21`, "1e+21", true},
-		{`1000000000000000000001`, "1e+21", false}, // exactly: it is not 1e21, though its float64 prints 1e+21
-		{`1000000000000000000001`, 1e21, false},    // numbers compare exactly
-		{`9007199254740993`, 9007199254740992, false},
+		// Numbers are read as float64, as PolicyLayer reads them (choice 12).
+		{`1000000000000000000001`, "1e+21", true}, // its float64 is 1e21, which prints 1e+21
+		{`1000000000000000000001`, 1e21, true},
+		{`9007199254740993`, 9007199254740992, true},
+		{`9007199254740993`, "9007199254740993", false}, // its float64 prints 9.007199254740992e+15
+		{`9007199254740993`, "9.007199254740992e+15", true},
+		{`100.000000000000001`, 100, true},
+		{`0.30000000000000004`, 0.3, false},
+		{`1e400`, "1e400", false},    // beyond float64: no text form
 		{`5000000`, "5e+06", true},   // a call's numbers print as float64
 		{`"5000000"`, 5000000, true}, // a policy's YAML ints print as integers
 		{`"5e+06"`, 5000000, false},

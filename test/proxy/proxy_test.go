@@ -340,9 +340,10 @@ func TestUpstreamExitFailsProxy(t *testing.T) {
 	}
 }
 
-// TestHugeIncrementRefused: an increment_from amount of 2^63-1 on a counter
-// that holds 1 must be refused (1 + 2^63-1 passes any limit), not wrap
-// around to a negative count that lets this call and every later one
+// TestHugeIncrementRefused: an increment_from amount of 9223372036854775000
+// (near 2^63, and a float64's value, as the policy reads numbers) on a
+// counter that holds 900 must be refused (the sum passes any limit), not
+// wrap around to a negative count that lets this call and every later one
 // through. Memory and disk stores alike.
 func TestHugeIncrementRefused(t *testing.T) {
 	dir := t.TempDir()
@@ -367,7 +368,7 @@ tools:
 				p := startRaw(t, args, anyserverBin(t), "-tool", "spend")
 				p.initialize()
 				var got []string
-				for _, amount := range []string{"1", "9223372036854775807", "1000", "999"} {
+				for _, amount := range []string{"900", "9223372036854775000", "101", "100"} {
 					c, ok := p.callTool("spend", `{"amount":`+amount+`}`).callResult()
 					switch {
 					case !ok:
@@ -383,7 +384,7 @@ tools:
 				}
 				want := []string{"allowed", "denied: budget spent", "denied: budget spent", "allowed"}
 				if !slices.Equal(got, want) {
-					t.Errorf("amounts 1, 2^63-1, 1000, 999: got %q, want %q", got, want)
+					t.Errorf("amounts 900, 9223372036854775000, 101, 100: got %q, want %q", got, want)
 				}
 				return
 			}
