@@ -121,7 +121,7 @@ func proxyCmd() *cobra.Command {
 	f.StringVar(&pf.cacheDir, "cache-dir", defaultCacheDir(), "folder where pulled bundles are cached, for loading while the registry is down")
 	f.StringVar(&pf.adminAddr, "admin", defaultAdminAddr, "address of the admin listener (/healthz, /readyz, /status, /metrics); empty turns it off")
 	f.BoolVar(&pf.adminRemote, "admin-allow-remote", false, "allow --admin on an address that is not loopback")
-	f.StringVar(&pf.server, "server", "", "name of the MCP server, as the policies name it")
+	f.StringVar(&pf.server, "server", "", "name of the MCP server, as the policies name it (default: the one server the policies govern)")
 	f.StringVar(&pf.listen, "listen", "", "serve MCP over Streamable HTTP on this address (with --upstream)")
 	f.StringVar(&pf.upstream, "upstream", "", "the MCP server's Streamable HTTP endpoint; without --listen, a stdio client is bridged to it")
 	f.StringVar(&pf.grants, "grants", "", "grants file: the bearer tokens (by sha256) HTTP callers may present, and who they are (watched; SIGHUP re-reads it)")
@@ -198,9 +198,6 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 	}
 	if sources != 1 {
 		return usageError{errors.New("proxy needs exactly one of --policy PATH, --bundle FILE|REF@DIGEST and --pin-file FILE")}
-	}
-	if pf.server == "" {
-		return usageError{errors.New("proxy needs --server NAME (the server name the policies govern)")}
 	}
 	pf.stateDirGiven = cmd.Flags().Changed("state-dir")
 	if pf.redisURL != "" && !cmd.Flags().Changed("state") {

@@ -55,6 +55,12 @@ func newProxyRuntime(ctx context.Context, cmd *cobra.Command, pf *proxyFlags, lo
 	}
 	rt.swaps = swaps
 	rt.onClose(stopSource)
+	if pf.server == "" {
+		if pf.server, err = soleServer(rt.eng); err != nil {
+			return rt, err
+		}
+		logger.Info("governing the one server the policies name", "server", pf.server)
+	}
 	// Compiling policies (OPA) and Wasm (wazero) at start leaves a large
 	// heap behind that the proxy never needs again: hand it back now rather
 	// than when the scavenger gets to it.
@@ -82,6 +88,23 @@ func newProxyRuntime(ctx context.Context, cmd *cobra.Command, pf *proxyFlags, lo
 	rt.pol = proxy.NewPolicy(admin.Instrument(rt.eng, rt.metrics), opts...)
 	rt.metrics.CountAuditErrors(rt.pol.AuditErrors)
 	return rt, nil
+}
+
+// soleServer is the server the proxy governs when --server is not given:
+// the one server the active bundle's policies govern. With several, or no
+// bundle active yet (a pin whose registry is down at start), the proxy
+// cannot tell which and --server must name it.
+func soleServer(eng *engine.Engine) (string, error) {
+	m, ok := eng.Manifest()
+	switch {
+	case !ok:
+		return "", usageError{errors.New("proxy needs --server NAME: no bundle is active yet to tell which server its policies govern")}
+	case len(m.Metadata.Servers) == 1:
+		return m.Metadata.Servers[0], nil
+	case len(m.Metadata.Servers) == 0:
+		return "", usageError{errors.New("proxy needs --server NAME: the bundle's policies govern no server")}
+	}
+	return "", usageError{fmt.Errorf("proxy needs --server NAME: the policies govern %d servers (%s)", len(m.Metadata.Servers), strings.Join(m.Metadata.Servers, ", "))}
 }
 
 // openApprovals opens the approval store (Redis with --redis, else on disk

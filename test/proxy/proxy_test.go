@@ -391,3 +391,27 @@ tools:
 		})
 	}
 }
+
+// TestServerFromPolicies: without --server (architecture.md's command line
+// has none), the proxy governs the one server its policies govern; when
+// they govern several it refuses to start, naming them.
+func TestServerFromPolicies(t *testing.T) {
+	p := startRaw(t, []string{"proxy", "--policy", "testdata/policies", "--state", "memory", "--admin", ""}, anyserverBin(t), "-tool", "limited")
+	p.initialize()
+	if c, ok := p.callTool("limited", `{"text":"x"}`).callResult(); !ok || c.IsError {
+		t.Fatalf("a call under the inferred server: got %+v, want it allowed", c)
+	}
+	if c, ok := p.callTool("delete_repo", `{}`).callResult(); !ok || !c.IsError || c.text() != "Deleting repositories is not allowed through this proxy." {
+		t.Fatalf("a call the testsrv policy denies: got %+v, want it denied", c)
+	}
+
+	q := startRaw(t, []string{"proxy", "--policy", "../../policies", "--state", "memory", "--admin", ""}, anyserverBin(t), "-tool", "x")
+	err := q.close(30 * time.Second)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+		t.Fatalf("several servers, no --server: exit %v, want 2\n%s", err, q.stderr.String())
+	}
+	if got := q.stderr.String(); !strings.Contains(got, "proxy needs --server NAME") || !strings.Contains(got, "github") || !strings.Contains(got, "stripe") {
+		t.Errorf("stderr does not say --server is needed and name the servers:\n%s", got)
+	}
+}
