@@ -14,6 +14,8 @@ func auditCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "audit",
 		Short: "Work with proxy audit logs",
+		Args:  wrapArgs(cobra.NoArgs), // an unknown subcommand is bad usage (exit 2)
+		RunE:  func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
 	verify := &cobra.Command{
 		Use:   "verify FILE...",

@@ -172,6 +172,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"sign", "localhost:1/x@sha256:" + strings.Repeat("a", 64)}, 2}, // no --key
 		{[]string{"--help"}, 0},
 		{[]string{"lint", "no-such-dir"}, 1},
+		{[]string{"audit", "bogus"}, 2}, {[]string{"grants", "bogus"}, 2}, {[]string{"approvals", "bogus"}, 2}, {[]string{"audit"}, 0},
 	} {
 		if r := run(t, dir, nil, tc.args...); r.code != tc.code {
 			t.Errorf("toolgate %v: exit %d, want %d (stderr %q)", tc.args, r.code, tc.code, r.stderr)
