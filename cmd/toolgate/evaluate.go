@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 
 	"github.com/spf13/cobra"
 
 	"github.com/toolgate/toolgate/bundles"
+	"github.com/toolgate/toolgate/compiler/policy"
 	"github.com/toolgate/toolgate/compiler/policytest"
 	"github.com/toolgate/toolgate/runtime/opawasm"
 )
@@ -19,6 +22,8 @@ func testCmd() *cobra.Command {
 		Short: "Run the *_test.yaml policy tests against the compiled bundle",
 		Long: "Test compiles the policies under the given paths (default policies/) into a bundle,\n" +
 			"loads it in the same Wasm runtime the proxy uses, and runs every *_test.yaml case.\n" +
+			"A *_test.yaml file named as a path is run against the policies under the other\n" +
+			"paths, or, with none, under policies/ (else the test files' own folders).\n" +
 			"It prints one line per failing case and ends with \"N passed, N failed\".",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -41,7 +46,7 @@ func testCmd() *cobra.Command {
 				}
 				tests = append(tests, tf)
 			}
-			b, set, err := buildInProcess(ctx, cmd, args)
+			b, set, err := buildInProcess(ctx, cmd, policyPaths(args))
 			if err != nil {
 				return err
 			}
@@ -125,4 +130,26 @@ func evalCmd() *cobra.Command {
 	c.Flags().StringVar(&bundlePath, "bundle", "", "bundle file (.tar.gz) built by toolgate build")
 	c.Flags().StringVar(&inputPath, "input", "", "decision input JSON file, or - for stdin")
 	return c
+}
+
+// policyPaths returns the paths toolgate test compiles policies from: the
+// given ones that are not test files; when every one is a test file, the
+// default policies/ folder, or when there is none, the test files' folders.
+func policyPaths(args []string) []string {
+	var paths, testDirs []string
+	for _, a := range args {
+		if info, err := os.Stat(a); err == nil && !info.IsDir() && policy.IsTestFile(info.Name()) {
+			testDirs = append(testDirs, filepath.Dir(a))
+			continue
+		}
+		paths = append(paths, a)
+	}
+	if len(paths) > 0 || len(testDirs) == 0 {
+		return paths
+	}
+	if info, err := os.Stat("policies"); err == nil && info.IsDir() {
+		return nil // the default
+	}
+	slices.Sort(testDirs)
+	return slices.Compact(testDirs)
 }

@@ -35,8 +35,9 @@ func isPolicyFile(name string) bool {
 }
 
 // Find lists the policy files under the given files and folders (folders
-// are walked; *_test.yaml files are left out), sorted, with slash paths.
-// No paths means "policies".
+// are walked; *_test.yaml files are left out, given by name too: they are
+// policy tests, not policies), sorted, with slash paths. No paths means
+// "policies".
 func Find(paths []string) ([]string, error) {
 	if len(paths) == 0 {
 		paths = []string{"policies"}
@@ -49,6 +50,9 @@ func Find(paths []string) ([]string, error) {
 			return nil, fmt.Errorf("reading policies: %w", err)
 		}
 		if !info.IsDir() {
+			if IsTestFile(info.Name()) {
+				continue
+			}
 			p := filepath.ToSlash(filepath.Clean(root))
 			if !seen[p] {
 				seen[p] = true

@@ -60,7 +60,7 @@ func TestFind(t *testing.T) {
 			"policies/platform/github.yml",
 			"policies/z.yaml",
 		}},
-		{"a named test file is taken too", []string{"policies/payments/stripe_test.yaml"}, []string{"policies/payments/stripe_test.yaml"}},
+		{"a named test file is a test, not a policy (policy.md §1)", []string{"policies/payments/stripe_test.yaml"}, nil},
 		{"a dotted root folder is walked", []string{".cfg"}, []string{".cfg/only.yaml"}},
 		{"a named file is taken as given", []string{"policies/.git/../platform/README.md"}, []string{"policies/platform/README.md"}},
 	}

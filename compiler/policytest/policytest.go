@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -55,7 +56,8 @@ type Identity struct {
 	Claims  map[string]any `yaml:"claims"`
 }
 
-// Find lists the *_test.yaml files under paths (default "policies"), sorted.
+// Find lists the *_test.yaml files under paths (default "policies"), sorted,
+// each once.
 func Find(paths []string) ([]string, error) {
 	if len(paths) == 0 {
 		paths = []string{"policies"}
@@ -76,7 +78,7 @@ func Find(paths []string) ([]string, error) {
 		}
 	}
 	sort.Strings(out)
-	return out, nil
+	return slices.Compact(out), nil
 }
 
 // Parse reads one test file.

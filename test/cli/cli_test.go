@@ -6,6 +6,7 @@ package cli
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -182,5 +183,31 @@ func TestExitCodes(t *testing.T) {
 	r := run(t, dir, nil, "lint")
 	if r.code != 1 || !strings.Contains(r.stdout, "policies/github.yaml:6:21: ") {
 		t.Errorf("lint of a bad policy: exit %d, stdout %q; want 1 and file:line:col", r.code, r.stdout)
+	}
+}
+
+// TestTestFileByName: a *_test.yaml named as a path is a policy test, not a
+// policy (policy.md §1): toolgate test runs its cases against the
+// policies, each case once even when its folder is named too, and lint
+// and build do not read it as a policy.
+func TestTestFileByName(t *testing.T) {
+	const file = "policies/payments/stripe_test.yaml"
+	data, err := os.ReadFile("../../" + file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%d passed, 0 failed", strings.Count(string(data), "\n  - name:"))
+	if got := must(t, run(t, "../..", nil, "test", file), "toolgate test "+file); got != want {
+		t.Errorf("toolgate test %s: %q, want %q", file, got, want)
+	}
+	all := must(t, run(t, "../..", nil, "test"), "toolgate test")
+	if all == want {
+		t.Fatalf("toolgate test ran %q, as many cases as %s alone: the test wants a policy folder with other tests", all, file)
+	}
+	if got := must(t, run(t, "../..", nil, "test", file, "policies"), "toolgate test FILE policies"); got != all {
+		t.Errorf("toolgate test %s policies: %q, want %q (each case once)", file, got, all)
+	}
+	if r := run(t, "../..", nil, "lint", file, "policies/payments/stripe.yaml"); r.code != 0 {
+		t.Errorf("lint of a policy and its test file: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
