@@ -85,7 +85,10 @@ func buildCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			b, _, err := build.Build(cmd.Context(), sources, build.Options{Revision: revision})
+			if !cmd.Flags().Changed("revision") {
+				revision = gitRevision(args)
+			}
+			b, _, err := build.Build(cmd.Context(), repoRelative(sources, args), build.Options{Revision: revision})
 			if err != nil {
 				return lintFailure(cmd, err)
 			}
@@ -101,7 +104,7 @@ func buildCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&out, "output", "o", "", "bundle file to write")
-	c.Flags().StringVar(&revision, "revision", "", "git commit to record as the bundle's revision")
+	c.Flags().StringVar(&revision, "revision", "", "git commit to record as the bundle's revision (default: the commit checked out where the policies are, -dirty when they hold uncommitted changes)")
 	return c
 }
 

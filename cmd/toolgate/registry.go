@@ -127,8 +127,14 @@ func pushCmd() *cobra.Command {
 				return err
 			}
 			opts := rf.options()
+			if !cmd.Flags().Changed("source") {
+				source = gitSource(".")
+			}
 			if source != "" {
 				opts = append(opts, oci.WithSource(source))
+			}
+			if t, ok := commitTime(raw); ok {
+				opts = append(opts, oci.WithCreated(t))
 			}
 			d, err := oci.Push(cmd.Context(), raw, args[1], opts...)
 			if err != nil {
@@ -145,7 +151,7 @@ func pushCmd() *cobra.Command {
 	}
 	rf.add(c)
 	c.Flags().StringVar(&key, "key", "", "cosign private key to sign the pushed bundle with (COSIGN_PASSWORD unlocks it)")
-	c.Flags().StringVar(&source, "source", "", "URL of the policy repository, recorded as org.opencontainers.image.source")
+	c.Flags().StringVar(&source, "source", "", "URL of the policy repository, recorded as org.opencontainers.image.source (default: the origin remote of the git work tree here)")
 	return c
 }
 

@@ -5,6 +5,7 @@ package cli
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/toolgate/toolgate/bundles"
 	"github.com/toolgate/toolgate/test/registry"
 )
 
@@ -210,4 +215,99 @@ func TestTestFileByName(t *testing.T) {
 	if r := run(t, "../..", nil, "lint", file, "policies/payments/stripe.yaml"); r.code != 0 {
 		t.Errorf("lint of a policy and its test file: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+}
+
+// TestBuildFromGit: in a git work tree, a build records the commit as the
+// bundle's revision (-dirty while the policies hold uncommitted changes),
+// and names its sources from the top of the tree, so the bundle is the same
+// however the folder is spelled; the push records the origin remote as
+// the artifact's source and the commit's time as its created time.
+func TestBuildFromGit(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Fatal("git is needed (the build reads the revision from it)")
+	}
+	dir := t.TempDir()
+	gitIn := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("git", append([]string{"-C", dir, "-c", "user.name=t", "-c", "user.email=t@example.com"}, args...)...)
+		cmd.Env = append(os.Environ(), "GIT_COMMITTER_DATE=2026-03-04T05:06:07Z", "GIT_AUTHOR_DATE=2026-03-04T05:06:07Z")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	gitIn("init", "-q")
+	writePolicy(t, dir, "5/hour")
+	gitIn("add", ".")
+	gitIn("commit", "-q", "-m", "policies")
+	gitIn("remote", "add", "origin", "https://user:secret@git.example.com/acme/policies.git")
+	head := gitIn("rev-parse", "HEAD")
+
+	var digests []string
+	for _, c := range []struct{ dir, path string }{{dir, "policies"}, {dir, "./policies/"}, {"/", dir + "/policies"}, {dir + "/policies", "."}} {
+		out := filepath.Join(t.TempDir(), "b.tgz")
+		digests = append(digests, must(t, run(t, c.dir, nil, "build", c.path, "-o", out), "build "+c.path))
+		b := readBundle(t, out)
+		if b.Manifest.Revision != head || len(b.Sources) != 1 || b.Sources[0].Path != "policies/github.yaml" {
+			t.Errorf("build %s in %s: revision %q, sources %v; want %s and policies/github.yaml", c.path, c.dir, b.Manifest.Revision, b.Sources, head)
+		}
+	}
+	if digests[0] != digests[1] || digests[0] != digests[2] || digests[0] != digests[3] {
+		t.Errorf("one commit, four spellings of its folder, digests %v: want one", digests)
+	}
+
+	writePolicy(t, dir, "6/hour")
+	out := filepath.Join(dir, "b.tgz")
+	must(t, run(t, dir, nil, "build", "-o", out), "build with changes")
+	if got := readBundle(t, out).Manifest.Revision; got != head+"-dirty" {
+		t.Errorf("revision with uncommitted changes: %q, want %s-dirty", got, head)
+	}
+	must(t, run(t, dir, nil, "build", "-o", out, "--revision", "v1"), "build --revision")
+	if got := readBundle(t, out).Manifest.Revision; got != "v1" {
+		t.Errorf("revision with --revision v1: %q", got)
+	}
+
+	// The push: the origin (without its credentials) and the commit's time.
+	gitIn("checkout", "-q", "--", ".")
+	must(t, run(t, dir, nil, "build", "-o", out), "build")
+	reg := registry.Start(t, registry.Options{})
+	ref := must(t, run(t, dir, nil, "push", out, reg.Repo("acme/policies")+":v1"), "push")
+	ann := manifestAnnotations(t, ref)
+	if ann["org.opencontainers.image.source"] != "https://git.example.com/acme/policies.git" ||
+		ann["org.opencontainers.image.created"] != "2026-03-04T05:06:07Z" || ann["org.opencontainers.image.revision"] != head {
+		t.Errorf("annotations %v: want the origin without credentials, the commit time and %s", ann, head)
+	}
+}
+
+func readBundle(t *testing.T, path string) *bundles.Bundle {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := bundles.ReadBytes(raw, bundles.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// manifestAnnotations reads the annotations of the manifest at ref
+// (REPO@sha256:…) from its registry.
+func manifestAnnotations(t *testing.T, ref string) map[string]string {
+	t.Helper()
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Get(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct{ Annotations map[string]string }
+	if err := json.Unmarshal(desc.Manifest, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m.Annotations
 }
