@@ -74,7 +74,11 @@ func (g *gen) class(desc, tool string, chain []entry) string {
 			if tool == "" {
 				msg = `concat("", [` + str(`Tool "`) + `, input.tool.name, ` + str(`" is not permitted by policy`) + `])`
 			}
-			stops = append(stops, piece{e.guard, obj("rule", str(e.denyBy.Path+"#default"), "message", msg)})
+			if e.shadow {
+				woulds = append(woulds, piece{e.guard, obj("would", str("deny"), "rule", str(e.denyBy.Path+"#default"), "message", msg)})
+			} else {
+				stops = append(stops, piece{e.guard, obj("rule", str(e.denyBy.Path+"#default"), "message", msg)})
+			}
 		case e.rule != nil:
 			r := e.rule
 			switch {

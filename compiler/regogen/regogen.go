@@ -231,6 +231,18 @@ func (g *gen) p(format string, args ...any) { fmt.Fprintf(&g.b, format, args...)
 // entry is one step of a call's chain: a rule, or a pseudo-rule for hide
 // (step 1) and default deny (step 2), with an optional guard (a glob match
 // evaluated at run time, for tools that are not listed by name).
+// allShadow reports whether every file governing s is in shadow mode: then
+// its default deny (step 2) is logged, not enforced, like the rest of
+// those files (policy.md §5). One enforced file makes it enforced.
+func allShadow(s *policy.Server) bool {
+	for _, f := range s.Files {
+		if f.Mode != policy.ModeShadow {
+			return false
+		}
+	}
+	return true
+}
+
 type entry struct {
 	guard  string
 	shadow bool
@@ -425,7 +437,7 @@ func (g *gen) server(sname string, s *policy.Server) {
 			}
 		}
 		if s.Default == "deny" && !isListed {
-			chain = append(chain, entry{denyBy: s.Files[0]})
+			chain = append(chain, entry{denyBy: s.Files[0], shadow: allShadow(s)})
 		}
 		for _, r := range exactRules[n] {
 			chain = append(chain, entry{rule: r, shadow: r.shadow})
@@ -485,7 +497,7 @@ func (g *gen) server(sname string, s *policy.Server) {
 			g.p("")
 			guard = "not " + anyName
 		}
-		chain = append(chain, entry{denyBy: s.Files[0], guard: guard})
+		chain = append(chain, entry{denyBy: s.Files[0], guard: guard, shadow: allShadow(s)})
 	}
 	for _, gk := range globKeys {
 		for _, r := range gk.rules {

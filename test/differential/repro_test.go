@@ -120,6 +120,18 @@ tools:
 		want:  `{"decision":"allow","rule":"","message":"","counters":[{"key":"run.calls","amount":1,"limit":9223372036854775807,"window":"day","rule":"policies/github.yaml#run/calls","message":"Rate limit exceeded for calls"}],"approval":null,"shadow":null}`,
 	},
 	{
+		bug: "a shadow file's default deny is logged, not enforced",
+		policy: `version: "1"
+mode: shadow
+default: deny
+tools:
+  a:
+    rules: []
+`,
+		input: `{"server":"github","tool":{"name":"zz"}}`,
+		want:  `{"decision":"allow","rule":"","message":"","counters":null,"approval":null,"shadow":[{"would":"deny","rule":"policies/github.yaml#default","message":"Tool \"zz\" is not permitted by policy"}]}`,
+	},
+	{
 		bug: "increment_from amount beyond int64",
 		policy: `version: "1"
 tools:

@@ -111,6 +111,15 @@ func DecideDeviating(set *policy.Set, input Input, dev Deviation) bundles.Decisi
 			d.Shadow = append(d.Shadow, bundles.ShadowOutcome{Would: "deny", Rule: f.Path + "#hide", Message: regogen.HiddenMessage(in.Tool)})
 		}
 	}
+	// A server whose files are all in shadow mode logs its default deny
+	// too, and does not enforce it (policy.md §5: the file is not enforced).
+	allShadow := true
+	for _, f := range srv.Files {
+		allShadow = allShadow && f.Mode == policy.ModeShadow
+	}
+	if allShadow && srv.Default == "deny" && !listed(srv, in.Tool) {
+		d.Shadow = append(d.Shadow, bundles.ShadowOutcome{Would: "deny", Rule: srv.Files[0].Path + "#default", Message: regogen.NotPermittedMessage(in.Tool)})
+	}
 	links := chain(srv, in.Tool)
 	for _, l := range links {
 		if !l.shadow() || !l.applies(in) {
@@ -136,7 +145,7 @@ func DecideDeviating(set *policy.Set, input Input, dev Deviation) bundles.Decisi
 	}
 
 	// Step 2: default deny, for a tool no exact or glob key lists.
-	if srv.Default == "deny" && !listed(srv, in.Tool) {
+	if srv.Default == "deny" && !listed(srv, in.Tool) && !allShadow {
 		return deny(srv.Files[0].Path+"#default", regogen.NotPermittedMessage(in.Tool))
 	}
 
