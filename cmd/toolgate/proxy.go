@@ -260,12 +260,13 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 		Server: pf.server,
 		// The local user started this process: the identity is theirs,
 		// from the flags or TOOLGATE_IDENTITY / TOOLGATE_GROUPS.
-		Identity:    identity.Local(pf.identity, pf.groups),
-		Decide:      pol.Decide,
-		Hidden:      pol.Hidden,
-		Logger:      logger,
-		DenyAsError: pf.denyAsError,
-		CallTimeout: pf.upstreamTimeout,
+		Identity:      identity.Local(pf.identity, pf.groups),
+		Decide:        pol.Decide,
+		Hidden:        pol.Hidden,
+		Logger:        logger,
+		DenyAsError:   pf.denyAsError,
+		CallTimeout:   pf.upstreamTimeout,
+		UpstreamError: metrics.UpstreamError,
 	}
 	// SIGINT/SIGTERM: finish the calls in flight (up to
 	// --shutdown-timeout), then close the server's input so that it exits.

@@ -85,7 +85,8 @@ func newProxyRuntime(ctx context.Context, cmd *cobra.Command, pf *proxyFlags, lo
 		return rt, err
 	}
 	opts = append(opts, proxy.WithApprovals(store, proxy.ApprovalMode(pf.approvalMode)))
-	rt.pol = proxy.NewPolicy(admin.Instrument(rt.eng, rt.metrics), opts...)
+	opts = append(opts, proxy.WithDecided(rt.metrics.Decided))
+	rt.pol = proxy.NewPolicy(rt.eng, opts...)
 	rt.metrics.CountAuditErrors(rt.pol.AuditErrors)
 	return rt, nil
 }

@@ -1,10 +1,8 @@
 package admin
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,8 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/toolgate/toolgate/bundles"
-	"github.com/toolgate/toolgate/runtime/engine"
 )
 
 type fakeEngine struct {
@@ -25,21 +24,6 @@ type fakeEngine struct {
 func (f *fakeEngine) Active() (string, time.Time) { return f.digest, f.since }
 func (f *fakeEngine) Manifest() (bundles.Manifest, bool) {
 	return bundles.Manifest{Revision: f.rev}, f.digest != ""
-}
-
-func (f *fakeEngine) ActiveManifest() (*bundles.Manifest, string, bool) {
-	m, ok := f.Manifest()
-	return &m, f.digest, ok
-}
-
-func (f *fakeEngine) Eval(_ context.Context, in *bundles.Input) (bundles.Decision, engine.Info, error) {
-	switch in.Tool {
-	case "boom":
-		return bundles.Decision{}, engine.Info{}, errors.New("boom")
-	case "rm":
-		return bundles.Decision{Decision: bundles.Deny}, engine.Info{Digest: f.digest}, nil
-	}
-	return bundles.Decision{Decision: bundles.Allow}, engine.Info{Digest: f.digest}, nil
 }
 
 func get(t *testing.T, h http.Handler, path string) (int, string) {
@@ -79,9 +63,8 @@ func TestHandler(t *testing.T) {
 		t.Fatalf("/status: got %+v, want %+v", st, want)
 	}
 
-	ev := Instrument(eng, m)
-	for _, tool := range []string{"ls", "ls", "rm", "boom"} {
-		ev.Eval(context.Background(), &bundles.Input{Tool: tool})
+	for _, outcome := range []string{OutcomeAllow, OutcomeAllow, OutcomeDeny, OutcomeError} {
+		m.Decided(outcome, 3*time.Microsecond)
 	}
 	m.UpstreamError()
 	if _, body := get(t, h, "/metrics"); !strings.Contains(body, "toolgate_audit_errors_total 0\n") {

@@ -1,14 +1,10 @@
 package admin
 
 import (
-	"context"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/toolgate/toolgate/bundles"
-	"github.com/toolgate/toolgate/runtime/engine"
 )
 
 // Decision outcomes counted by [Metrics.Decided]; OutcomeError is a call the
@@ -48,11 +44,11 @@ func NewMetrics() *Metrics {
 	m := &Metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "toolgate_decisions_total",
-			Help: "Decisions on tools/call by outcome (error: the policy could not decide; the call was denied).",
+			Help: "Decisions on tools/call by final outcome (a call its counters refuse is a deny; error: the policy could not decide, and the call was denied).",
 		}, []string{"outcome"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "toolgate_decision_duration_seconds",
-			Help:    "Time the policy took to decide a tools/call.",
+			Help:    "Time taken to decide a tools/call: the policy, its counters and its audit record.",
 			Buckets: latencyBuckets,
 		}),
 		upstream: prometheus.NewCounter(prometheus.CounterOpts{
@@ -133,36 +129,4 @@ func (m *Metrics) registry(status func() Status) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m.decisions, m.latency, m.upstream, m.auditFunc, newStatusCollector(status))
 	return reg
-}
-
-// Evaluator is what runtime/proxy's Policy decides with; *engine.Engine is
-// one.
-type Evaluator interface {
-	Eval(ctx context.Context, in *bundles.Input) (bundles.Decision, engine.Info, error)
-	Manifest() (bundles.Manifest, bool)
-	ActiveManifest() (*bundles.Manifest, string, bool)
-}
-
-var _ Evaluator = (*engine.Engine)(nil)
-
-// Instrument returns ev with every Eval counted in m, by outcome, with its
-// latency. Pass the result to proxy.NewPolicy in place of ev. It counts what
-// the policy decided; a call then refused by a counter limit is counted as
-// the policy's allow.
-func Instrument(ev Evaluator, m *Metrics) Evaluator { return instrumented{ev, m} }
-
-type instrumented struct {
-	Evaluator
-	m *Metrics
-}
-
-func (e instrumented) Eval(ctx context.Context, in *bundles.Input) (bundles.Decision, engine.Info, error) {
-	start := time.Now()
-	d, info, err := e.Evaluator.Eval(ctx, in)
-	outcome := string(d.Decision)
-	if err != nil {
-		outcome = OutcomeError
-	}
-	e.m.Decided(outcome, time.Since(start))
-	return d, info, err
 }

@@ -69,7 +69,18 @@ type Record struct {
 	// that are not JSON are written as a JSON string, and empty bytes as
 	// null. Nil (the default) leaves the field out.
 	Arguments json.RawMessage
+	// Shadow lists what shadow rules would have done (policy.md §5: logged,
+	// not enforced), written as the line's "shadow" field, each outcome
+	// "would_deny" or "would_require_approval"; empty leaves it out.
+	Shadow    []Shadow
 	LatencyUS int64
+}
+
+// Shadow is one shadow rule's outcome in a [Record].
+type Shadow struct {
+	Outcome string // "would_deny" or "would_require_approval"
+	Rule    string
+	Message string
 }
 
 // line is a record as written; the field order is the line's byte order.
@@ -86,8 +97,15 @@ type line struct {
 	Message    string          `json:"message"`
 	ArgsSHA256 string          `json:"args_sha256"`
 	Arguments  json.RawMessage `json:"arguments,omitempty"`
+	Shadow     []shadowLine    `json:"shadow,omitempty"`
 	LatencyUS  int64           `json:"latency_us"`
 	Prev       string          `json:"prev"`
+}
+
+type shadowLine struct {
+	Outcome string `json:"outcome"`
+	Rule    string `json:"rule"`
+	Message string `json:"message"`
 }
 
 // Option configures [Open].
@@ -267,6 +285,22 @@ func appendLine(dst []byte, r *Record, prev string) []byte {
 	if r.Arguments != nil {
 		dst = append(dst, `,"arguments":`...)
 		dst = appendArguments(dst, r.Arguments)
+	}
+	if len(r.Shadow) > 0 {
+		dst = append(dst, `,"shadow":[`...)
+		for i, sh := range r.Shadow {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, `{"outcome":`...)
+			dst = bundles.AppendString(dst, sh.Outcome)
+			dst = append(dst, `,"rule":`...)
+			dst = bundles.AppendString(dst, sh.Rule)
+			dst = append(dst, `,"message":`...)
+			dst = bundles.AppendString(dst, sh.Message)
+			dst = append(dst, '}')
+		}
+		dst = append(dst, ']')
 	}
 	dst = append(dst, `,"latency_us":`...)
 	dst = strconv.AppendInt(dst, r.LatencyUS, 10)

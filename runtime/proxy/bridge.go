@@ -66,6 +66,10 @@ type Bridge struct {
 	Client *http.Client
 	// Identity is the caller in decision inputs.
 	Identity bundles.Identity
+	// UpstreamError, when set, is told of each failure of the MCP server:
+	// unreachable, an error status, an answer that cannot be read, a call
+	// it did not answer in time (for metrics).
+	UpstreamError func()
 	// Logger receives a line per malformed message and per upstream
 	// problem; nil means slog.Default().
 	Logger *slog.Logger
@@ -159,6 +163,12 @@ func (b *Bridge) Run(ctx context.Context, clientIn io.Reader, clientOut io.Write
 		return fmt.Errorf("bridging the client: %w", err)
 	}
 	return nil
+}
+
+func (b *Bridge) upstreamError() {
+	if b.UpstreamError != nil {
+		b.UpstreamError()
+	}
 }
 
 func (b *Bridge) fromClient(ctx context.Context, line []byte, tooLong bool) error {
@@ -408,6 +418,7 @@ func (b *Bridge) resumeStream(reqCtx, ctx context.Context, x *bridgeExchange, la
 	if !isEventStream(resp) {
 		drain(resp.Body)
 		b.log.Warn("the MCP server did not resume an answer's event stream", "status", resp.StatusCode)
+		b.upstreamError()
 		*lastID = ""  // it cannot: stop trying
 		return io.EOF // the answer ended without its response
 	}
@@ -458,6 +469,7 @@ func (b *Bridge) failed(x *bridgeExchange, ctx context.Context, err error) {
 		msg = "the MCP server ended its answer without a response"
 	}
 	b.log.Warn("a request to the MCP server failed", "err", err, "answer", msg)
+	b.upstreamError()
 	if x.kind != kindRequest {
 		return
 	}
@@ -473,6 +485,7 @@ func (b *Bridge) httpError(x *bridgeExchange, resp *http.Response) {
 		b.log.Warn("the MCP server does not know the session (it ended it); the client must reconnect")
 	} else {
 		b.log.Warn("the MCP server refused a message", "status", resp.StatusCode, "body", string(bytes.TrimSpace(body)))
+		b.upstreamError()
 	}
 	if x.kind != kindRequest {
 		return

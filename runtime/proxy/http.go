@@ -102,6 +102,10 @@ type HTTP struct {
 	// Identity returns the caller of a request, for decision inputs. Nil
 	// means an empty identity.
 	Identity func(*http.Request) bundles.Identity
+	// UpstreamError, when set, is told of each failure of the MCP server:
+	// unreachable, an error status, an answer that cannot be read, a call
+	// it did not answer in time (for metrics).
+	UpstreamError func()
 	// Logger receives a line per malformed message and per upstream
 	// problem; nil means slog.Default().
 	Logger *slog.Logger
@@ -394,6 +398,7 @@ func (h *HTTP) forward(w http.ResponseWriter, x *exchange, body []byte) {
 		h.sessions.drop(x.sid) // the server ended the session
 	case resp.StatusCode >= 500 && x.kind == kindRequest:
 		h.log.Warn("the MCP server failed a request", "status", resp.StatusCode)
+		h.upstreamError()
 		x.finish(!failedStatus(resp.StatusCode))
 		drain(resp.Body)
 		x.answer(w, http.StatusOK, appendError(nil, x.id, codeUpstreamGone,
@@ -494,6 +499,12 @@ func splitMessages(body []byte) [][]byte {
 	return [][]byte{body}
 }
 
+func (h *HTTP) upstreamError() {
+	if h.UpstreamError != nil {
+		h.UpstreamError()
+	}
+}
+
 // upstreamFailed answers a request whose forwarding failed with err.
 func (h *HTTP) upstreamFailed(w http.ResponseWriter, x *exchange, err error) {
 	var msg string
@@ -506,6 +517,7 @@ func (h *HTTP) upstreamFailed(w http.ResponseWriter, x *exchange, err error) {
 		msg = "the MCP server could not be reached"
 	}
 	h.log.Warn("forwarding to the MCP server failed", "err", err)
+	h.upstreamError()
 	if x.kind != kindRequest {
 		http.Error(w, "toolgate: "+msg, http.StatusBadGateway)
 		return
@@ -547,6 +559,7 @@ func (h *HTTP) serveOther(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Warn("forwarding to the MCP server failed", "method", r.Method, "err", err)
+	h.upstreamError()
 	http.Error(w, "toolgate: the MCP server could not be reached", http.StatusBadGateway)
 }
 
@@ -581,6 +594,7 @@ func (h *HTTP) inspectJSON(w http.ResponseWriter, resp *http.Response, x *exchan
 	*bp = body[:0]
 	if err != nil {
 		h.log.Warn("reading the MCP server's answer", "err", err)
+		h.upstreamError()
 		msg := "the MCP server's answer could not be read"
 		if errors.Is(err, errTooLarge) {
 			msg = "the MCP server's answer is larger than " + strconv.FormatInt(h.maxBody, 10) + " bytes"
@@ -751,6 +765,7 @@ func (h *HTTP) relay(w http.ResponseWriter, resp *http.Response, x *exchange) {
 	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		h.log.Warn("the MCP server's event stream broke", "err", err)
+		h.upstreamError()
 	}
 }
 

@@ -693,24 +693,29 @@ func TestHTTPRawMessages(t *testing.T) {
 		status   int
 		want     string // in the body
 		done     []bool
+		failures int64 // upstream failures reported (UpstreamError)
 	}{
-		{"parse error", fiveHundred.URL, `{"jsonrpc":`, 400, `"code":-32700`, nil},
-		{"batch", fiveHundred.URL, `[` + call + `]`, 400, `"id":null,"error":{"code":-32600,"message":"invalid request: batches`, nil},
-		{"not JSON-RPC", fiveHundred.URL, `{"jsonrpc":"1.0","id":3,"method":"x"}`, 400, `"id":3,"error":{"code":-32600`, nil},
-		{"call without name", fiveHundred.URL, `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{}}`, 200, `"id":4,"error":{"code":-32602`, nil},
-		{"upstream down", hpDeadURL(t), call, 200, `"id":7,"error":{"code":-32000,"message":"the MCP server could not be reached"}`, []bool{false}},
-		{"upstream 503", fiveHundred.URL, call, 200, `"id":7,"error":{"code":-32000,"message":"the MCP server failed: HTTP 503`, []bool{false}},
+		{"parse error", fiveHundred.URL, `{"jsonrpc":`, 400, `"code":-32700`, nil, 0},
+		{"batch", fiveHundred.URL, `[` + call + `]`, 400, `"id":null,"error":{"code":-32600,"message":"invalid request: batches`, nil, 0},
+		{"not JSON-RPC", fiveHundred.URL, `{"jsonrpc":"1.0","id":3,"method":"x"}`, 400, `"id":3,"error":{"code":-32600`, nil, 0},
+		{"call without name", fiveHundred.URL, `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{}}`, 200, `"id":4,"error":{"code":-32602`, nil, 0},
+		{"upstream down", hpDeadURL(t), call, 200, `"id":7,"error":{"code":-32000,"message":"the MCP server could not be reached"}`, []bool{false}, 1},
+		{"upstream 503", fiveHundred.URL, call, 200, `"id":7,"error":{"code":-32000,"message":"the MCP server failed: HTTP 503`, []bool{false}, 1},
 		// A gateway's timeout says nothing of whether the server ran the
 		// call: it counts. A refusal rolls back.
-		{"gateway 504", gatewayTimeout.URL, call, 200, `"id":7,"error":{"code":-32000,"message":"the MCP server failed: HTTP 504`, []bool{true}},
-		{"upstream 403", notFound.URL, call, 403, `no`, []bool{false}},
-		{"notification, upstream down", hpDeadURL(t), `{"jsonrpc":"2.0","method":"notifications/initialized"}`, 502, "could not be reached", nil},
+		{"gateway 504", gatewayTimeout.URL, call, 200, `"id":7,"error":{"code":-32000,"message":"the MCP server failed: HTTP 504`, []bool{true}, 1},
+		{"upstream 403", notFound.URL, call, 403, `no`, []bool{false}, 0},
+		{"notification, upstream down", hpDeadURL(t), `{"jsonrpc":"2.0","method":"notifications/initialized"}`, 502, "could not be reached", nil, 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			p := newHPProxy(t, tt.upstream, allow, nil)
+			var failures atomic.Int64
+			p := newHPProxy(t, tt.upstream, allow, func(h *HTTP) { h.UpstreamError = func() { failures.Add(1) } })
 			status, body := hpPost(t, p.URL, tt.body)
 			if status != tt.status || !strings.Contains(body, tt.want) {
 				t.Errorf("got %d %s, want %d with %s", status, body, tt.status, tt.want)
+			}
+			if got := failures.Load(); got != tt.failures {
+				t.Errorf("upstream failures reported: %d, want %d", got, tt.failures)
 			}
 			if got := p.doneOf("read_file"); fmt.Sprint(got) != fmt.Sprint(tt.done) {
 				t.Errorf("Done outcomes: got %v, want %v", got, tt.done)

@@ -57,6 +57,7 @@ type Policy struct {
 	auditArgs     bool
 	now           func() time.Time
 	log           *slog.Logger
+	decided       func(outcome string, took time.Duration)
 
 	auditErrors atomic.Uint64 // audit writes that failed, ever
 
@@ -106,6 +107,15 @@ func WithClock(now func() time.Time) PolicyOption { return func(p *Policy) { p.n
 // WithLogger sets where shadow outcomes and audit write failures are
 // logged; default slog.Default().
 func WithLogger(l *slog.Logger) PolicyOption { return func(p *Policy) { p.log = l } }
+
+// WithDecided sets f to be told of every tools/call decision: its final
+// outcome ("allow", "deny", "require_approval", or "error" when the policy
+// could not decide and the call was denied; a call its counters refuse is
+// "deny") and how long deciding took (the policy, the counters and the
+// audit record). Listing tools is no decision. Default: none.
+func WithDecided(f func(outcome string, took time.Duration)) PolicyOption {
+	return func(p *Policy) { p.decided = f }
+}
 
 // NewPolicy returns a Policy deciding with ev.
 func NewPolicy(ev Evaluator, opts ...PolicyOption) *Policy {
@@ -219,6 +229,18 @@ func (p *Policy) evalWithState(ctx context.Context, in *bundles.Input, now time.
 
 // decide is Decide; hold says whether a call needing approval is held.
 func (p *Policy) decide(ctx context.Context, in *bundles.Input, hold bool) Verdict {
+	if p.decided == nil {
+		v, _ := p.decideOnce(ctx, in, hold)
+		return v
+	}
+	start := time.Now()
+	v, outcome := p.decideOnce(ctx, in, hold)
+	p.decided(outcome, time.Since(start))
+	return v
+}
+
+// decideOnce is decide, returning the outcome it reports too.
+func (p *Policy) decideOnce(ctx context.Context, in *bundles.Input, hold bool) (Verdict, string) {
 	start := p.now()
 	d, info, err := p.evalWithState(ctx, in, start)
 	v := Verdict{Bundle: info.Digest}
@@ -266,13 +288,16 @@ func (p *Policy) decide(ctx context.Context, in *bundles.Input, hold bool) Verdi
 		v.Rule, v.Message = d.Rule, d.Message
 	}
 	for _, s := range d.Shadow {
-		p.log.Info("shadow decision", "decision_id", v.DecisionID, "would", s.Would, "rule", s.Rule, "message", s.Message, "tool", in.Tool)
+		p.log.Info("shadow decision", "decision_id", v.DecisionID, "outcome", "would_"+string(s.Would), "rule", s.Rule, "message", s.Message, "tool", in.Tool)
 	}
 	if p.audit != nil {
 		rec := audit.Record{
 			Time: start, DecisionID: v.DecisionID, Bundle: v.Bundle, Subject: in.Identity.Subject,
 			Server: in.Server, Tool: in.Tool, Decision: string(outcome), Rule: v.Rule, Message: v.Message,
 			ArgsSHA256: audit.ArgsSHA256(in.Arguments), LatencyUS: p.now().Sub(start).Microseconds(),
+		}
+		for _, s := range d.Shadow {
+			rec.Shadow = append(rec.Shadow, audit.Shadow{Outcome: "would_" + string(s.Would), Rule: s.Rule, Message: s.Message})
 		}
 		if p.auditArgs {
 			rec.Arguments = in.Arguments
@@ -287,7 +312,7 @@ func (p *Policy) decide(ctx context.Context, in *bundles.Input, hold bool) Verdi
 					release()
 				}
 				return Verdict{DecisionID: v.DecisionID, Bundle: v.Bundle, Rule: v.Rule,
-					Message: "toolgate denied this call because it could not write its audit log; tell the operator."}
+					Message: "toolgate denied this call because it could not write its audit log; tell the operator."}, string(bundles.Deny)
 			}
 		}
 	}
@@ -298,7 +323,10 @@ func (p *Policy) decide(ctx context.Context, in *bundles.Input, hold bool) Verdi
 			}
 		}
 	}
-	return v
+	if err != nil {
+		return v, "error"
+	}
+	return v, string(outcome)
 }
 
 // Refused writes the audit record of a request refused before any decision

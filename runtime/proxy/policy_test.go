@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -414,5 +415,73 @@ func TestDecideAcrossSwap(t *testing.T) {
 	v = always.Decide(ctx, &bundles.Input{Server: "s", Tool: "t"})
 	if v.Allow || !strings.Contains(v.Message, "changed while the call was decided") {
 		t.Errorf("a bundle changing at every attempt: allow=%v message %q, want a fail-closed denial", v.Allow, v.Message)
+	}
+}
+
+// TestShadowOutcomesRecorded: what shadow rules would have done is logged
+// and audited as would_deny / would_require_approval (policy.md §5), while
+// the call itself is decided as if they were not there.
+func TestShadowOutcomesRecorded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	alog, err := audit.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	d := bundles.Decision{Decision: bundles.Allow, Shadow: []bundles.ShadowOutcome{
+		{Would: "deny", Rule: "p#t/new limit", Message: "too many"},
+		{Would: "require_approval", Rule: "p#t/ask", Message: "ask first"},
+	}}
+	p := NewPolicy(&fakeEval{d: d}, WithAudit(alog), WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))))
+	if v := p.Decide(context.Background(), &bundles.Input{Tool: "t", Arguments: []byte(`{}`)}); !v.Allow {
+		t.Fatalf("a call only shadow rules stop: got %+v, want it allowed", v)
+	}
+	alog.Close()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line struct {
+		Decision string
+		Shadow   []struct{ Outcome, Rule, Message string }
+	}
+	if err := json.Unmarshal(data, &line); err != nil {
+		t.Fatal(err)
+	}
+	if line.Decision != "allow" || len(line.Shadow) != 2 || line.Shadow[0].Outcome != "would_deny" || line.Shadow[0].Rule != "p#t/new limit" ||
+		line.Shadow[1].Outcome != "would_require_approval" || line.Shadow[1].Message != "ask first" {
+		t.Errorf("audit line %s: want decision allow and both shadow outcomes", data)
+	}
+	if n, err := audit.Verify(bytes.NewReader(data)); n != 1 || err != nil {
+		t.Errorf("Verify: %d lines, %v", n, err)
+	}
+	if !strings.Contains(logs.String(), `"outcome":"would_deny"`) || !strings.Contains(logs.String(), `"outcome":"would_require_approval"`) {
+		t.Errorf("log lines %s: want would_deny and would_require_approval", logs.String())
+	}
+}
+
+// TestDecidedOutcome: WithDecided hears the final outcome of each
+// tools/call decision (a counter's refusal is a deny, a policy that cannot
+// decide an error), and nothing of tools/list's hide checks.
+func TestDecidedOutcome(t *testing.T) {
+	rate := bundles.Reservation{Key: "t._rate_minute", Amount: 1, Limit: limit(1), Window: "minute", Rule: "p#t/rate", Message: "Rate limit reached."}
+	var got []string
+	ev := &fakeEval{d: bundles.Decision{Decision: bundles.Allow, Counters: []bundles.Reservation{rate}}}
+	p := NewPolicy(ev, WithLogger(quiet), WithDecided(func(outcome string, took time.Duration) {
+		if took <= 0 {
+			t.Errorf("%s took %v", outcome, took)
+		}
+		got = append(got, outcome)
+	}))
+	in := &bundles.Input{Tool: "t", Arguments: []byte(`{}`)}
+	p.Decide(context.Background(), in) // allowed, the counter at its limit now
+	p.Decide(context.Background(), in) // refused by its counter
+	ev.d = bundles.Decision{Decision: bundles.RequireApproval, Rule: "p#t/ask"}
+	p.Decide(context.Background(), in)
+	ev.err = errors.New("no bundle")
+	p.Decide(context.Background(), in)
+	p.Hidden(context.Background(), in)
+	if want := []string{"allow", "deny", "require_approval", "error"}; !slices.Equal(got, want) {
+		t.Errorf("outcomes %v, want %v", got, want)
 	}
 }

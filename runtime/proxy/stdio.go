@@ -93,6 +93,10 @@ type Stdio struct {
 	// Hidden reports whether a tool listed by the server is hidden from the
 	// client; the input has empty arguments. Nil hides nothing.
 	Hidden func(ctx context.Context, in *bundles.Input) bool
+	// UpstreamError, when set, is told of each failure of the MCP server:
+	// unreachable, an error status, an answer that cannot be read, a call
+	// it did not answer in time (for metrics).
+	UpstreamError func()
 	// Logger receives a line per malformed message and per upstream
 	// problem; nil means slog.Default().
 	Logger *slog.Logger
@@ -451,6 +455,12 @@ func handleLine(line []byte, tooLong bool, handle func(line []byte, tooLong bool
 	return handle(line, false)
 }
 
+func (p *Stdio) upstreamError() {
+	if p.UpstreamError != nil {
+		p.UpstreamError()
+	}
+}
+
 func (p *Stdio) fromClient(ctx context.Context, b *batch, line []byte, tooLong bool) error {
 	if tooLong {
 		p.Logger.Warn("client message too long", "limit_bytes", p.MaxLine)
@@ -565,9 +575,11 @@ func (p *Stdio) fromServer(ctx context.Context, b *batch, line []byte, tooLong b
 			if c, ok := p.take(m.ID); ok {
 				if c.expired {
 					p.Logger.Warn("malformed late server response; dropped", "code", code, "method", c.method, "id", string(c.id))
+					p.upstreamError()
 					return nil
 				}
 				p.Logger.Warn("malformed server response", "code", code, "method", c.method)
+				p.upstreamError()
 				if c.done != nil {
 					c.done(outcomeUnknown(true))
 				}
@@ -577,6 +589,7 @@ func (p *Stdio) fromServer(ctx context.Context, b *batch, line []byte, tooLong b
 			}
 		}
 		p.Logger.Warn("malformed server message; dropped", "code", code, "bytes", len(line))
+		p.upstreamError()
 		return nil
 	case kindResponse:
 		c, ok := p.take(m.ID)
@@ -637,6 +650,7 @@ func (p *Stdio) sweep(stop <-chan struct{}) {
 		msg := "the MCP server did not answer within " + p.CallTimeout.String()
 		for _, c := range late {
 			p.Logger.Warn("the MCP server did not answer in time; call answered with an error", "method", c.method, "id", string(c.id), "timeout", p.CallTimeout)
+			p.upstreamError()
 			if c.done != nil {
 				c.done(outcomeUnknown(true))
 			}

@@ -30,7 +30,7 @@ func BenchmarkStdioCall(b *testing.B) {
 		b.Fatal(err)
 	}
 	swapInPolicy(b, eng, "bench.yaml", src)
-	pol := NewPolicy(admin.Instrument(eng, admin.NewMetrics()), WithCounters(counters.New()), WithLogger(quiet))
+	pol := NewPolicy(eng, WithCounters(counters.New()), WithLogger(quiet), WithDecided(admin.NewMetrics().Decided))
 	for _, tool := range []string{"echo", "delete_everything"} {
 		b.Run("tool="+tool, func(b *testing.B) {
 			p := &Stdio{Server: "bench", Decide: pol.Decide, Logger: quiet}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -335,8 +336,12 @@ func TestStdioAmbiguousNames(t *testing.T) {
 // CallTimeout gets an error and rolls back; the server's late answer is
 // dropped; later calls are unaffected.
 func TestStdioCallTimeout(t *testing.T) {
+	var failures atomic.Int64
 	h := newHarnessWith(t, func(in *bundles.Input) Verdict { return Verdict{Allow: true} },
-		func(p *Stdio) { p.CallTimeout = 100 * time.Millisecond })
+		func(p *Stdio) {
+			p.CallTimeout = 100 * time.Millisecond
+			p.UpstreamError = func() { failures.Add(1) }
+		})
 	start := time.Now()
 	h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}`)
 	h.serverGets()
@@ -360,6 +365,9 @@ func TestStdioCallTimeout(t *testing.T) {
 	h.fromServer(`{"jsonrpc":"2.0","id":2,"result":{"content":[]}}`)
 	if got := h.clientGets(); !strings.Contains(got, `"id":2`) {
 		t.Fatalf("after the late answer the client got %s, want the answer to id 2", got)
+	}
+	if n := failures.Load(); n != 1 {
+		t.Errorf("upstream failures reported: %d, want 1 (the timeout)", n)
 	}
 }
 
