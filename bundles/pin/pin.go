@@ -4,7 +4,7 @@
 // with, and the digests pinned before it, for rollback:
 //
 //	bundle: registry.example.com/acme/policies@sha256:…
-//	publicKey: cosign.pub          # relative to the pin file, or publicKeys: [a.pub, b.pub]
+//	publicKey: cosign.pub          # relative to the pin file, or a list: [a.pub, b.pub] (publicKeys: too)
 //	history:                       # newest first, written by `toolgate pin`
 //	  - digest: sha256:…
 //	    pinnedAt: 2026-11-25T10:00:00Z
@@ -98,6 +98,20 @@ func Parse(data []byte) (*File, error) {
 	if err := yaml.Unmarshal(data, &f.doc); err != nil {
 		return nil, fmt.Errorf("parsing: %w", err)
 	}
+	if m := mapping(&f.doc); m != nil {
+		// publicKey: may hold a list of keys too (architecture.md: "or a
+		// keys list"): read it as publicKeys:.
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			if m.Content[i].Value == "publicKey" && m.Content[i+1].Kind == yaml.SequenceNode {
+				m.Content[i].Value = "publicKeys"
+				var err error
+				if data, err = yaml.Marshal(&f.doc); err != nil {
+					return nil, fmt.Errorf("parsing: %w", err)
+				}
+				break
+			}
+		}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(f); err != nil {
@@ -142,8 +156,8 @@ func (f *File) Digest() (name.Digest, error) {
 	d, err := name.NewDigest(f.Bundle)
 	if err != nil {
 		if t, terr := name.NewTag(f.Bundle); terr == nil && !strings.Contains(f.Bundle, "@") {
-			return name.Digest{}, fmt.Errorf("%w: bundle: %q is a tag, which can move; pin a digest: run `toolgate pin %s@sha256:<digest>` (or `toolgate pin %s`, which resolves the tag once)",
-				ErrNotDigest, f.Bundle, t.Context().Name(), t.Name())
+			return name.Digest{}, fmt.Errorf("%w: bundle: %q is a tag, which can move; pin a digest: write %s@sha256:<digest> there (toolgate push prints it)",
+				ErrNotDigest, f.Bundle, t.Context().Name())
 		}
 		return name.Digest{}, fmt.Errorf("%w: bundle: %q: %v; want REPO@sha256:<hex> (run `toolgate pin REF@DIGEST`)", ErrNotDigest, f.Bundle, err)
 	}

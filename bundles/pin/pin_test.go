@@ -69,14 +69,30 @@ history:
 }
 
 func TestKeyPathsList(t *testing.T) {
-	p := write(t, "bundle: "+repo+"@"+dig('a')+"\npublicKeys: [a.pub, /etc/toolgate/b.pub]\n")
-	f, err := pin.Read(p)
-	if err != nil {
-		t.Fatal(err)
+	// publicKeys: [...], and publicKey: holding a list (architecture.md:
+	// "relative to the pin file, or a keys list").
+	for _, field := range []string{"publicKeys", "publicKey"} {
+		p := write(t, "bundle: "+repo+"@"+dig('a')+"\n"+field+": [a.pub, /etc/toolgate/b.pub] # rotation\n")
+		f, err := pin.Read(p)
+		if err != nil {
+			t.Fatalf("%s: %v", field, err)
+		}
+		want := []string{filepath.Join(filepath.Dir(p), "a.pub"), "/etc/toolgate/b.pub"}
+		if got := f.KeyPaths(); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: KeyPaths = %v, want %v", field, got, want)
+		}
+		// Written back, the keys stay (as publicKeys:).
+		if err := f.Write(p); err != nil {
+			t.Fatal(err)
+		}
+		g, err := pin.Read(p)
+		if err != nil || !reflect.DeepEqual(g.KeyPaths(), want) {
+			t.Errorf("%s, written back: %v, %v", field, g, err)
+		}
 	}
-	want := []string{filepath.Join(filepath.Dir(p), "a.pub"), "/etc/toolgate/b.pub"}
-	if got := f.KeyPaths(); !reflect.DeepEqual(got, want) {
-		t.Errorf("KeyPaths = %v, want %v", got, want)
+	p := write(t, "bundle: "+repo+"@"+dig('a')+"\npublicKey: [a.pub]\npublicKeys: [b.pub]\n")
+	if _, err := pin.Read(p); err == nil {
+		t.Error("publicKey: [a.pub] and publicKeys: [b.pub]: read without an error")
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -270,6 +271,25 @@ func pullCmd() *cobra.Command {
 	return c
 }
 
+// keysInFile checks that each --key given for an existing pin file is one
+// of its keys: pin verifies with the file's keys (those the proxy trusts),
+// and a bundle only another key signed would be pinned, then refused.
+func keysInFile(keys, fileKeys []string) error {
+	for _, k := range keys {
+		abs, _ := filepath.Abs(k)
+		found := false
+		for _, fk := range fileKeys {
+			if fabs, _ := filepath.Abs(fk); fabs == abs {
+				found = true
+			}
+		}
+		if !found {
+			return fmt.Errorf("--key %s is not one of the pin file's keys (%s), which the proxy trusts; add it to publicKey: there first (key rotation)", k, strings.Join(fileKeys, ", "))
+		}
+	}
+	return nil
+}
+
 func pinCmd() *cobra.Command {
 	var rf registryFlags
 	var pinFile string
@@ -277,9 +297,9 @@ func pinCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "pin REF@DIGEST --pin-file FILE [--key PUB…]",
 		Short: "Verify a bundle's signature, then pin it in the pin file (keeping history)",
-		Long: "Pin verifies the bundle with the pin file's public keys (or --key), then writes it as the\n" +
-			"pinned bundle, with the previous one at the top of history. A new pin file needs --key;\n" +
-			"the key path is recorded relative to the pin file.",
+		Long: "Pin verifies the bundle with the pin file's public keys, then writes it as the pinned\n" +
+			"bundle, with the previous one at the top of history. A new pin file needs --key (recorded\n" +
+			"relative to the pin file); for an existing one, --key must be one of its keys.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if pinFile == "" {
@@ -304,12 +324,14 @@ func pinCmd() *cobra.Command {
 				}
 			case err != nil:
 				return problemError{err}
+			default:
+				// The proxy trusts the file's keys: a pin must verify with
+				// them, whatever --key says.
+				if err := keysInFile(keys, f.KeyPaths()); err != nil {
+					return usageError{fmt.Errorf("%s: %w", pinFile, err)}
+				}
 			}
-			verifyWith := keys
-			if len(verifyWith) == 0 {
-				verifyWith = f.KeyPaths()
-			}
-			d, err := verifyDigest(cmd, args[0], verifyWith, &rf)
+			d, err := verifyDigest(cmd, args[0], f.KeyPaths(), &rf)
 			if err != nil {
 				return err
 			}

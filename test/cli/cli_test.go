@@ -145,6 +145,12 @@ func TestBuildPushSignPinRollback(t *testing.T) {
 	must(t, run(t, dir, env, "build", "-o", "v2.tar.gz", "--revision", "c2"), "build v2")
 	v2 := must(t, run(t, dir, env, "push", "v2.tar.gz", repo+":latest", "--key", "cosign.key"), "push v2")
 	must(t, run(t, dir, env, "pin", v2, "--pin-file", "pin.yaml"), "pin v2 with the pin file's key")
+	// The proxy trusts the pin file's keys: --key cannot vouch for a pin
+	// with another key.
+	must(t, run(t, dir, env, "sign", v2, "--key", "other.key"), "sign v2 with the other key")
+	if r := run(t, dir, env, "pin", v2, "--pin-file", "pin.yaml", "--key", "other.pub"); r.code != 2 || !strings.Contains(r.stderr, "not one of the pin file's keys") {
+		t.Fatalf("pin with a key the pin file does not hold: exit %d, %q; want 2", r.code, r.stderr)
+	}
 	pinned, _ := os.ReadFile(filepath.Join(dir, "pin.yaml"))
 	if !strings.Contains(string(pinned), "bundle: "+v2) || !strings.Contains(string(pinned), "publicKey: cosign.pub") {
 		t.Fatalf("pin file after pinning v2:\n%s", pinned)
