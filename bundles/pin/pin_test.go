@@ -103,8 +103,8 @@ func TestReadRefuses(t *testing.T) {
 		contains      []string
 	}{
 		{"tag", "bundle: " + repo + ":v1\npublicKey: k.pub\n", pin.ErrNotDigest,
-			[]string{"is a tag", "toolgate pin " + repo + "@sha256:"}},
-		{"no tag, no digest", "bundle: " + repo + "\npublicKey: k.pub\n", pin.ErrNotDigest, []string{"toolgate pin"}},
+			[]string{"is a tag", "write " + repo + "@sha256:<digest> there", "toolgate push prints it"}},
+		{"no tag, no digest", "bundle: " + repo + "\npublicKey: k.pub\n", pin.ErrNotDigest, []string{"@sha256:<digest>"}},
 		{"bad digest", "bundle: " + repo + "@sha256:abc\npublicKey: k.pub\n", pin.ErrNotDigest, []string{"toolgate pin REF@DIGEST"}},
 		{"no bundle", "publicKey: k.pub\n", pin.ErrNotDigest, []string{"bundle: is empty"}},
 		{"no key", "bundle: " + repo + "@" + dig('a') + "\n", nil, []string{"no public key"}},
