@@ -124,25 +124,9 @@ func Sign(ctx context.Context, d name.Digest, privPEM, password []byte, opts ...
 // tell (registry unreachable, unreadable key): either way, d is not to be
 // trusted.
 func Verify(ctx context.Context, d name.Digest, pubKeys [][]byte, opts ...remote.Option) error {
-	if len(pubKeys) == 0 {
-		return fmt.Errorf("verifying %s: no public key given", d)
-	}
-	verifiers := make([]signature.Verifier, 0, len(pubKeys))
-	for i, k := range pubKeys {
-		// A PEM public key and a SHA-256 verifier, from sigstore directly:
-		// cosign's pkg/signature would do the same but links every key
-		// provider it knows (KMS, PKCS #11, GitHub, GitLab, Kubernetes),
-		// whose package initialisation alone kept ~25 MiB of the binary
-		// resident in every proxy.
-		pub, err := cryptoutils.UnmarshalPEMToPublicKey(k)
-		if err != nil {
-			return fmt.Errorf("verifying %s: public key %d: %w", d, i+1, err)
-		}
-		v, err := signature.LoadVerifier(pub, crypto.SHA256)
-		if err != nil {
-			return fmt.Errorf("verifying %s: public key %d: %w", d, i+1, err)
-		}
-		verifiers = append(verifiers, v)
+	verifiers, err := loadVerifiers(pubKeys)
+	if err != nil {
+		return fmt.Errorf("verifying %s: %w", d, err)
 	}
 	h, err := v1.NewHash(d.DigestStr())
 	if err != nil {
@@ -166,6 +150,32 @@ func Verify(ctx context.Context, d name.Digest, pubKeys [][]byte, opts ...remote
 		return fmt.Errorf("verifying %s: %w at %s; sign it with `toolgate sign %s --key KEY`", d, ErrNoSignature, tag, d)
 	}
 	return verifySignatures(ctx, d, h, list, verifiers)
+}
+
+// loadVerifiers reads PEM public keys (as in cosign.pub) into SHA-256
+// verifiers.
+func loadVerifiers(pubKeys [][]byte) ([]signature.Verifier, error) {
+	if len(pubKeys) == 0 {
+		return nil, errors.New("no public key given")
+	}
+	verifiers := make([]signature.Verifier, 0, len(pubKeys))
+	for i, k := range pubKeys {
+		// A PEM public key and a SHA-256 verifier, from sigstore directly:
+		// cosign's pkg/signature would do the same but links every key
+		// provider it knows (KMS, PKCS #11, GitHub, GitLab, Kubernetes),
+		// whose package initialisation alone kept ~25 MiB of the binary
+		// resident in every proxy.
+		pub, err := cryptoutils.UnmarshalPEMToPublicKey(k)
+		if err != nil {
+			return nil, fmt.Errorf("public key %d: %w", i+1, err)
+		}
+		v, err := signature.LoadVerifier(pub, crypto.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("public key %d: %w", i+1, err)
+		}
+		verifiers = append(verifiers, v)
+	}
+	return verifiers, nil
 }
 
 // verifySignatures checks each signature against each key with cosign's

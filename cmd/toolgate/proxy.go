@@ -19,6 +19,7 @@ import (
 
 	"github.com/toolgate/toolgate/bundles"
 	"github.com/toolgate/toolgate/bundles/oci"
+	"github.com/toolgate/toolgate/bundles/sign"
 	"github.com/toolgate/toolgate/runtime/admin"
 	"github.com/toolgate/toolgate/runtime/counters"
 	"github.com/toolgate/toolgate/runtime/engine"
@@ -102,7 +103,8 @@ func proxyCmd() *cobra.Command {
 			"server exits before the client.\n\n" +
 			"Policy sources: --policy compiles policy files in-process (development); --bundle loads a\n" +
 			"bundle file, or pulls REF@DIGEST by digest and verifies it with --key (an oci:DIR@DIGEST\n" +
-			"layout on disk is checked by digest only); --pin-file loads the signed bundle a pin file\n" +
+			"layout on disk is checked by digest, and with --key by its signature in the layout);\n" +
+			"--pin-file loads the signed bundle a pin file\n" +
 			"names, through --cache-dir (so a bundle verified before loads while the registry is down),\n" +
 			"and again whenever the pin file changes or SIGHUP arrives. A bundle that fails is refused\n" +
 			"while the one in force stays; with no verified bundle every tools/call is denied.\n\n" +
@@ -349,8 +351,18 @@ func loadPolicySource(ctx context.Context, cmd *cobra.Command, pf *proxyFlags, e
 		}
 		nd, isRegistry := d.Name()
 		if !isRegistry {
-			// An OCI layout on disk: the digest is checked on the way in;
-			// layouts carry no signatures.
+			// An OCI layout on disk: the digest is checked on the way in,
+			// and with --key its signature (in the layout) too.
+			if len(pf.keys) > 0 {
+				keys, err := readKeys(pf.keys)
+				if err != nil {
+					return nil, nil, err
+				}
+				dir, _ := d.Layout()
+				if err := sign.VerifyLayout(ctx, dir, d.Hash(), keys); err != nil {
+					return nil, nil, problemError{fmt.Errorf("--bundle %s: %w", pf.bundle, err)}
+				}
+			}
 			layer, err := oci.Pull(ctx, d, pf.rf.options()...)
 			if err != nil {
 				return nil, nil, problemError{err}

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
 
 	"github.com/toolgate/toolgate/bundles"
@@ -40,19 +39,6 @@ func (f *registryFlags) options() []oci.Option {
 	return opts
 }
 
-// registryDigest parses REF@DIGEST for the commands that sign and verify,
-// which need a registry (signatures live beside the manifest there).
-func registryDigest(ref string, rf *registryFlags) (oci.Digest, name.Digest, error) {
-	d, err := oci.ParseDigest(ref, rf.options()...)
-	if err != nil {
-		return d, name.Digest{}, usageError{err}
-	}
-	nd, ok := d.Name()
-	if !ok {
-		return d, name.Digest{}, usageError{fmt.Errorf("%s: signatures are stored in a registry; oci: layouts are not signed yet", ref)}
-	}
-	return d, nd, nil
-}
 
 // cosignPassword reads COSIGN_PASSWORD as cosign does; it may be set empty.
 func cosignPassword() ([]byte, error) {
@@ -157,9 +143,9 @@ func pushCmd() *cobra.Command {
 }
 
 func signDigest(cmd *cobra.Command, ref, keyPath string, rf *registryFlags) error {
-	_, nd, err := registryDigest(ref, rf)
+	d, err := oci.ParseDigest(ref, rf.options()...)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	priv, err := os.ReadFile(keyPath)
 	if err != nil {
@@ -168,6 +154,14 @@ func signDigest(cmd *cobra.Command, ref, keyPath string, rf *registryFlags) erro
 	pw, err := cosignPassword()
 	if err != nil {
 		return err
+	}
+	nd, isRegistry := d.Name()
+	if !isRegistry {
+		dir, _ := d.Layout()
+		if err := sign.SignLayout(cmd.Context(), dir, d.Hash(), priv, pw); err != nil {
+			return problemError{err}
+		}
+		return nil
 	}
 	remote, err := oci.RemoteOptions(rf.options()...)
 	if err != nil {
@@ -199,13 +193,21 @@ func signCmd() *cobra.Command {
 }
 
 func verifyDigest(cmd *cobra.Command, ref string, keyPaths []string, rf *registryFlags) (oci.Digest, error) {
-	d, nd, err := registryDigest(ref, rf)
+	d, err := oci.ParseDigest(ref, rf.options()...)
 	if err != nil {
-		return d, err
+		return d, usageError{err}
 	}
 	keys, err := readKeys(keyPaths)
 	if err != nil {
 		return d, err
+	}
+	nd, isRegistry := d.Name()
+	if !isRegistry {
+		dir, _ := d.Layout()
+		if err := sign.VerifyLayout(cmd.Context(), dir, d.Hash(), keys); err != nil {
+			return d, problemError{fmt.Errorf("verifying %s: %w", ref, err)}
+		}
+		return d, nil
 	}
 	remote, err := oci.RemoteOptions(rf.options()...)
 	if err != nil {

@@ -317,3 +317,56 @@ func manifestAnnotations(t *testing.T, ref string) map[string]string {
 	}
 	return m.Annotations
 }
+
+// TestLayoutSignatures: a bundle in an OCI image layout on disk (oci:DIR,
+// no registry) is signed, verified, pulled and loaded by the proxy as one
+// in a registry: its signatures live in the layout at the
+// sha256-<hex>.sig tag.
+func TestLayoutSignatures(t *testing.T) {
+	dir := t.TempDir()
+	env := []string{"COSIGN_PASSWORD=pw", "HOME=" + dir}
+	must(t, run(t, dir, env, "keygen"), "keygen")
+	must(t, run(t, dir, env, "keygen", "--output-key-prefix", "other"), "keygen other")
+	writePolicy(t, dir, "5/hour")
+	must(t, run(t, dir, env, "build", "-o", "b.tgz", "--revision", "r1"), "build")
+	layoutDir := filepath.Join(dir, "layout")
+	signed := must(t, run(t, dir, env, "push", "b.tgz", "oci:"+layoutDir+":v1", "--key", "cosign.key"), "push --key to a layout")
+	if !strings.HasPrefix(signed, "oci:"+layoutDir+"@sha256:") {
+		t.Fatalf("push printed %q, want oci:DIR@sha256:…", signed)
+	}
+	must(t, run(t, dir, env, "verify", signed, "--key", "cosign.pub"), "verify")
+	must(t, run(t, dir, env, "verify", signed, "--key", "other.pub", "--key", "cosign.pub"), "verify with two keys")
+	if r := run(t, dir, env, "verify", signed, "--key", "other.pub"); r.code != 1 || !strings.Contains(r.stderr, "not signed by any trusted key") {
+		t.Fatalf("verify with a key that did not sign: exit %d, %q; want 1", r.code, r.stderr)
+	}
+	must(t, run(t, dir, env, "pull", signed, "--key", "cosign.pub", "-o", "pulled.tgz"), "pull")
+	a, _ := os.ReadFile(filepath.Join(dir, "b.tgz"))
+	b, _ := os.ReadFile(filepath.Join(dir, "pulled.tgz"))
+	if !bytes.Equal(a, b) {
+		t.Fatal("the bundle pulled from the layout differs from the one pushed")
+	}
+	// Signing again with the same key adds nothing; another key adds one.
+	must(t, run(t, dir, env, "sign", signed, "--key", "cosign.key"), "sign again")
+	must(t, run(t, dir, env, "sign", signed, "--key", "other.key"), "sign with the other key")
+	must(t, run(t, dir, env, "verify", signed, "--key", "other.pub"), "verify with the other key")
+	idx, _ := os.ReadFile(filepath.Join(layoutDir, "index.json"))
+	if n := strings.Count(string(idx), ".sig"); n != 1 {
+		t.Errorf("index.json names %d signature manifests, want one:\n%s", n, idx)
+	}
+
+	// An unsigned bundle in the layout verifies with no key.
+	writePolicy(t, dir, "6/hour")
+	must(t, run(t, dir, env, "build", "-o", "u.tgz", "--revision", "r2"), "build unsigned")
+	unsigned := must(t, run(t, dir, env, "push", "u.tgz", "oci:"+layoutDir+":v2"), "push unsigned")
+	if r := run(t, dir, env, "verify", unsigned, "--key", "cosign.pub"); r.code != 1 || !strings.Contains(r.stderr, "no signature") {
+		t.Fatalf("verify an unsigned layout bundle: exit %d, %q; want 1", r.code, r.stderr)
+	}
+	// The proxy loads a layout bundle its --key signed (and exits 0 when
+	// its client, here an empty stdin, ends), and refuses an unsigned one.
+	if r := run(t, dir, env, "proxy", "--bundle", signed, "--key", "other.pub", "--state", "memory", "--admin", "", "--server", "github", "--", "true"); r.code != 0 {
+		t.Fatalf("proxy with a key that signed: exit %d, %q", r.code, r.stderr)
+	}
+	if r := run(t, dir, env, "proxy", "--bundle", unsigned, "--key", "cosign.pub", "--state", "memory", "--admin", "", "--server", "github", "--", "true"); r.code != 1 || !strings.Contains(r.stderr, "no signature") {
+		t.Fatalf("proxy with an unsigned layout bundle and --key: exit %d, %q; want 1", r.code, r.stderr)
+	}
+}
