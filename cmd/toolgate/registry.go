@@ -39,7 +39,6 @@ func (f *registryFlags) options() []oci.Option {
 	return opts
 }
 
-
 // cosignPassword reads COSIGN_PASSWORD as cosign does; it may be set empty.
 func cosignPassword() ([]byte, error) {
 	pw, ok := os.LookupEnv("COSIGN_PASSWORD")
