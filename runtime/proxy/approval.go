@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/toolgate/toolgate/bundles"
@@ -113,7 +114,7 @@ func (p *Policy) decideApproval(ctx context.Context, in *bundles.Input, d *bundl
 	}
 	v.Approval = &PendingApproval{ID: req.ID, ExpiresAt: req.ExpiresAt, Rule: v.Rule}
 	if hold {
-		v.Message = fmt.Sprintf("Approval required: %s Waiting for a person to decide approval %s (until %s).", msg, req.ID, req.ExpiresAt.Format(time.RFC3339))
+		v.Message = fmt.Sprintf("%s Waiting for a person to decide approval %s (until %s).", approvalRequired(msg), req.ID, req.ExpiresAt.Format(time.RFC3339))
 		held := *in
 		held.Arguments = append([]byte(nil), in.Arguments...)
 		held.Annotations = append([]byte(nil), in.Annotations...)
@@ -121,8 +122,8 @@ func (p *Policy) decideApproval(ctx context.Context, in *bundles.Input, d *bundl
 		id, expires, report, recheck := req.ID, req.ExpiresAt, progressFrom(ctx), revalidateFrom(ctx)
 		v.Hold = func(ctx context.Context) Verdict { return p.hold(ctx, &held, id, expires, report, recheck) }
 	} else {
-		v.Message = fmt.Sprintf("Approval required: %s Approval %s waits for a person (until %s): once it is approved (toolgate approvals approve %s), retry this exact call.",
-			msg, req.ID, req.ExpiresAt.Format(time.RFC3339), req.ID)
+		v.Message = fmt.Sprintf("%s Approval %s waits for a person (until %s): once it is approved (toolgate approvals approve %s), retry this exact call.",
+			approvalRequired(msg), req.ID, req.ExpiresAt.Format(time.RFC3339), req.ID)
 	}
 	return bundles.RequireApproval, nil
 }
@@ -205,4 +206,18 @@ func ApprovalAuditor(log AuditLog, onError func(error)) func(approvals.Event) {
 			onError(err)
 		}
 	}
+}
+
+// approvalRequired is the first sentence of the answer to a call that needs
+// approval: the rule's message, saying that approval is required (the
+// default message, `Approval required by rule "NAME"`, says it already),
+// ending as a sentence.
+func approvalRequired(msg string) string {
+	if !strings.HasPrefix(msg, "Approval required") {
+		msg = "Approval required: " + msg
+	}
+	if !strings.HasSuffix(msg, ".") && !strings.HasSuffix(msg, "!") && !strings.HasSuffix(msg, "?") {
+		msg += "."
+	}
+	return msg
 }

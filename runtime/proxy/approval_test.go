@@ -255,7 +255,22 @@ func TestApprovalWithoutStoreDenies(t *testing.T) {
 	w := newApprovalWorld(t, ApprovalAsync, approvalPolicy)
 	pol := NewPolicy(w.eng, WithLogger(quiet))
 	v := pol.Decide(context.Background(), &bundles.Input{Server: "pay", Tool: "refund", Arguments: json.RawMessage(`{"amount":900}`)})
-	if v.Allow || v.Approval != nil || v.Hold != nil || v.Message != "Approval required: Refunds of 100 or more need a lead. (approvals are not configured on this proxy, so the call is denied)." {
+	if v.Allow || v.Approval != nil || v.Hold != nil || v.Message != "Approval required: Refunds of 100 or more need a lead. Approvals are not configured on this proxy, so the call is denied." {
 		t.Fatalf("%+v", v)
+	}
+}
+
+// TestApprovalRequired: the answer's first sentence says approval is
+// required once, whether or not the rule's message says it already.
+func TestApprovalRequired(t *testing.T) {
+	for msg, want := range map[string]string{
+		`Approval required by rule "big refunds"`: `Approval required by rule "big refunds".`,
+		"Refunds of 100 or more need a lead.":     "Approval required: Refunds of 100 or more need a lead.",
+		"ask a lead":                              "Approval required: ask a lead.",
+		"Approval required: a lead must say yes!": "Approval required: a lead must say yes!",
+	} {
+		if got := approvalRequired(msg); got != want {
+			t.Errorf("approvalRequired(%q) = %q, want %q", msg, got, want)
+		}
 	}
 }

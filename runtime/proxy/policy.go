@@ -282,7 +282,7 @@ func (p *Policy) decideOnce(ctx context.Context, in *bundles.Input, hold bool) (
 		if msg == "" {
 			msg = "rule " + v.Rule + " needs a person's approval."
 		}
-		v.Message = "Approval required: " + msg + " (approvals are not configured on this proxy, so the call is denied)."
+		v.Message = approvalRequired(msg) + " Approvals are not configured on this proxy, so the call is denied."
 	default:
 		outcome = bundles.Deny
 		v.Rule, v.Message = d.Rule, d.Message
