@@ -57,8 +57,11 @@ type Record struct {
 	// Bundle is the digest of the bundle that decided; "" when none did.
 	Bundle  string
 	Subject string
-	Server  string
-	Tool    string
+	// Groups are the caller's groups, written as the line's "groups" field
+	// after "subject"; empty leaves it out.
+	Groups []string
+	Server string
+	Tool   string
 	// Decision is "allow", "deny" or "require_approval".
 	Decision   string
 	Rule       string
@@ -90,6 +93,7 @@ type line struct {
 	DecisionID string          `json:"decision_id"`
 	Bundle     string          `json:"bundle"`
 	Subject    string          `json:"subject"`
+	Groups     []string        `json:"groups,omitempty"`
 	Server     string          `json:"server"`
 	Tool       string          `json:"tool"`
 	Decision   string          `json:"decision"`
@@ -281,6 +285,16 @@ func appendLine(dst []byte, r *Record, prev string) []byte {
 		dst = append(dst, f.k...)
 		dst = append(dst, '"', ':')
 		dst = bundles.AppendString(dst, f.v)
+		if f.k == "subject" && len(r.Groups) > 0 {
+			dst = append(dst, `,"groups":[`...)
+			for i, g := range r.Groups {
+				if i > 0 {
+					dst = append(dst, ',')
+				}
+				dst = bundles.AppendString(dst, g)
+			}
+			dst = append(dst, ']')
+		}
 	}
 	if r.Arguments != nil {
 		dst = append(dst, `,"arguments":`...)

@@ -445,13 +445,17 @@ func TestWriteArguments(t *testing.T) {
 // FuzzWrite checks that any record, arguments included, is written as one
 // line that verifies and reads back.
 func FuzzWrite(f *testing.F) {
-	f.Add("d", "allow", "msg \" <x>", []byte(`{"a": [1, 2]}`), true)
-	f.Add("d\n", "deny", "line\nbreak\x00\xff", []byte("{\"a\":\n\"\u2028\"}"), true)
-	f.Add("", "", "", []byte("not json\n"), false)
-	f.Fuzz(func(t *testing.T, id, decision, message string, args []byte, withArgs bool) {
+	f.Add("d", "allow", "msg \" <x>", []byte(`{"a": [1, 2]}`), true, "")
+	f.Add("d\n", "deny", "line\nbreak\x00\xff", []byte("{\"a\":\n\"\u2028\"}"), true, "eng\n\xff")
+	f.Add("", "", "", []byte("not json\n"), false, "ops")
+	f.Fuzz(func(t *testing.T, id, decision, message string, args []byte, withArgs bool, group string) {
 		r := &Record{Time: time.Unix(1, 0), DecisionID: id, Decision: decision, Message: message}
 		if withArgs {
 			r.Arguments = args
+		}
+		if group != "" { // a caller's group, and a shadow outcome
+			r.Groups = []string{group, "b"}
+			r.Shadow = []Shadow{{Outcome: "would_deny", Rule: group, Message: message}}
 		}
 		b := appendLine(nil, r, Genesis)
 		if bytes.IndexByte(b, '\n') >= 0 {
@@ -467,6 +471,9 @@ func FuzzWrite(f *testing.F) {
 		}
 		if withArgs != (got.Arguments != nil) {
 			t.Fatalf("arguments given %v, read back %q", withArgs, got.Arguments)
+		}
+		if (group != "") != (len(got.Groups) == 2 && len(got.Shadow) == 1 && got.Shadow[0].Outcome == "would_deny") {
+			t.Fatalf("group %q: read back groups %q, shadow %+v", group, got.Groups, got.Shadow)
 		}
 	})
 }

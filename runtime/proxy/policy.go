@@ -292,7 +292,7 @@ func (p *Policy) decideOnce(ctx context.Context, in *bundles.Input, hold bool) (
 	}
 	if p.audit != nil {
 		rec := audit.Record{
-			Time: start, DecisionID: v.DecisionID, Bundle: v.Bundle, Subject: in.Identity.Subject,
+			Time: start, DecisionID: v.DecisionID, Bundle: v.Bundle, Subject: in.Identity.Subject, Groups: in.Identity.Groups,
 			Server: in.Server, Tool: in.Tool, Decision: string(outcome), Rule: v.Rule, Message: v.Message,
 			ArgsSHA256: audit.ArgsSHA256(in.Arguments), LatencyUS: p.now().Sub(start).Microseconds(),
 		}
