@@ -21,15 +21,21 @@ const gitTimeout = 5 * time.Second
 
 // git runs git in dir and returns its trimmed output, "" on any failure.
 func git(dir string, args ...string) string {
+	out, _ := gitOK(dir, args...)
+	return out
+}
+
+// gitOK is git, telling a failure (false) from an empty output.
+func gitOK(dir string, args ...string) (string, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), gitTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "git", append([]string{"-C", dir}, args...)...)
 	cmd.Env = append(os.Environ(), "GIT_OPTIONAL_LOCKS=0") // never take the index lock
 	out, err := cmd.Output()
 	if err != nil {
-		return ""
+		return "", false
 	}
-	return strings.TrimSpace(string(out))
+	return strings.TrimSpace(string(out)), true
 }
 
 // gitDir is the folder to ask git about for the policy paths (default
@@ -54,17 +60,24 @@ func gitRevision(paths []string) string {
 	if rev == "" {
 		return ""
 	}
-	spec := []string{"status", "--porcelain", "--"}
 	if len(paths) == 0 {
 		paths = []string{"policies"}
 	}
+	// Each path is asked about in its own folder; a path git cannot
+	// answer for (outside this work tree, git failing) counts as changed:
+	// the revision must not claim a commit the sources may not be.
 	for _, p := range paths {
-		if abs, err := filepath.Abs(p); err == nil {
-			spec = append(spec, abs)
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return rev + "-dirty"
 		}
-	}
-	if git(dir, spec...) != "" {
-		rev += "-dirty"
+		out, ok := gitOK(gitDir([]string{abs}), "status", "--porcelain", "--", abs)
+		if !ok || out != "" {
+			return rev + "-dirty"
+		}
+		if top, _ := gitOK(gitDir([]string{abs}), "rev-parse", "HEAD"); top != rev {
+			return rev + "-dirty" // another work tree's commit
+		}
 	}
 	return rev
 }
@@ -94,18 +107,25 @@ func repoRelative(sources []policy.Source, paths []string) []policy.Source {
 		top = real
 	}
 	out := make([]policy.Source, len(sources))
+	seen := map[string]bool{}
 	for i, s := range sources {
 		out[i] = s
 		abs, err := filepath.Abs(filepath.FromSlash(s.Path))
 		if err != nil {
 			continue
 		}
-		if real, err := filepath.EvalSymlinks(abs); err == nil {
-			abs = real
+		// The folder's links are resolved, not the file's: a file's own
+		// name says which server it governs, a link's included.
+		if real, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
+			abs = filepath.Join(real, filepath.Base(abs))
 		}
 		if rel, err := filepath.Rel(top, abs); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
 			out[i].Path = filepath.ToSlash(rel)
 		}
+		if seen[out[i].Path] {
+			return sources // two names for one path: keep them as given
+		}
+		seen[out[i].Path] = true
 	}
 	return out
 }

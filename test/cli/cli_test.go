@@ -284,6 +284,28 @@ func TestBuildFromGit(t *testing.T) {
 		ann["org.opencontainers.image.created"] != "2026-03-04T05:06:07Z" || ann["org.opencontainers.image.revision"] != head {
 		t.Errorf("annotations %v: want the origin without credentials, the commit time and %s", ann, head)
 	}
+
+	// A link keeps its own name (it names the server it governs).
+	if err := os.Symlink("github.yaml", filepath.Join(dir, "policies", "gitlab.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	gitIn("add", ".")
+	gitIn("commit", "-q", "-m", "gitlab too")
+	must(t, run(t, dir, nil, "build", "-o", out), "build with a link")
+	b := readBundle(t, out)
+	if len(b.Sources) != 2 || b.Sources[0].Path != "policies/github.yaml" || b.Sources[1].Path != "policies/gitlab.yaml" {
+		t.Errorf("sources with a link: %v, want policies/github.yaml and policies/gitlab.yaml", b.Sources)
+	}
+	if !strings.HasSuffix(b.Manifest.Revision, gitIn("rev-parse", "HEAD")) {
+		t.Errorf("revision %q after the second commit", b.Manifest.Revision)
+	}
+	// A policy from outside the work tree: git cannot vouch for it.
+	outside := t.TempDir()
+	os.WriteFile(filepath.Join(outside, "other.yaml"), []byte("version: \"1\"\n"), 0o644)
+	must(t, run(t, dir, nil, "build", "policies", filepath.Join(outside, "other.yaml"), "-o", out), "build with a file outside")
+	if got := readBundle(t, out).Manifest.Revision; !strings.HasSuffix(got, "-dirty") {
+		t.Errorf("revision with a policy from outside the work tree: %q, want -dirty", got)
+	}
 }
 
 func readBundle(t *testing.T, path string) *bundles.Bundle {
