@@ -418,8 +418,7 @@ func (b *Bridge) resumeStream(reqCtx, ctx context.Context, x *bridgeExchange, la
 	if !isEventStream(resp) {
 		drain(resp.Body)
 		b.log.Warn("the MCP server did not resume an answer's event stream", "status", resp.StatusCode)
-		b.upstreamError()
-		*lastID = ""  // it cannot: stop trying
+		*lastID = ""  // it cannot: stop trying (the call's failure is counted once, in failed)
 		return io.EOF // the answer ended without its response
 	}
 	b.log.Info("resumed an answer's event stream", "last_event_id", from)
@@ -485,7 +484,9 @@ func (b *Bridge) httpError(x *bridgeExchange, resp *http.Response) {
 		b.log.Warn("the MCP server does not know the session (it ended it); the client must reconnect")
 	} else {
 		b.log.Warn("the MCP server refused a message", "status", resp.StatusCode, "body", string(bytes.TrimSpace(body)))
-		b.upstreamError()
+		if resp.StatusCode >= 500 {
+			b.upstreamError() // a failure of the server, as HTTP counts it; a 4xx is its answer
+		}
 	}
 	if x.kind != kindRequest {
 		return

@@ -594,7 +594,9 @@ func (h *HTTP) inspectJSON(w http.ResponseWriter, resp *http.Response, x *exchan
 	*bp = body[:0]
 	if err != nil {
 		h.log.Warn("reading the MCP server's answer", "err", err)
-		h.upstreamError()
+		if x.r.Context().Err() == nil { // not when the client left
+			h.upstreamError()
+		}
 		msg := "the MCP server's answer could not be read"
 		if errors.Is(err, errTooLarge) {
 			msg = "the MCP server's answer is larger than " + strconv.FormatInt(h.maxBody, 10) + " bytes"
@@ -713,9 +715,10 @@ func (h *HTTP) relay(w http.ResponseWriter, resp *http.Response, x *exchange) {
 	defer sr.free()
 	var out []byte // a rewritten event
 	resumable := false
-	var err error
+	var err, readErr error // readErr: the server's stream broke (not the client)
 	for {
 		if err = sr.next(); err != nil {
+			readErr = err
 			break
 		}
 		ev := sr.raw
@@ -737,6 +740,12 @@ func (h *HTTP) relay(w http.ResponseWriter, resp *http.Response, x *exchange) {
 			if err = rc.Flush(); err != nil {
 				break
 			}
+		}
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		h.log.Warn("the MCP server's event stream broke", "err", err)
+		if readErr != nil && x.r.Context().Err() == nil {
+			h.upstreamError() // not when the client left, nor a write to it failed
 		}
 	}
 	if x.watch == watchNone || x.answered {
@@ -762,10 +771,6 @@ func (h *HTTP) relay(w http.ResponseWriter, resp *http.Response, x *exchange) {
 			x.sess = h.sessions.ensure(x.sid) // the server accepted the session
 		}
 		x.sess.addOrphan(x.id)
-	}
-	if err != nil && !errors.Is(err, io.EOF) {
-		h.log.Warn("the MCP server's event stream broke", "err", err)
-		h.upstreamError()
 	}
 }
 

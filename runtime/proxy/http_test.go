@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -1280,5 +1281,55 @@ func TestHTTPHoldUpstreamRefuses(t *testing.T) {
 				t.Fatal("Done never called")
 			}
 		})
+	}
+}
+
+// TestHTTPClientLeavingIsNoUpstreamError: a client that closes the server's
+// GET event stream is no failure of the server; the server breaking its
+// stream is one.
+func TestHTTPClientLeavingIsNoUpstreamError(t *testing.T) {
+	breakStream, stop := make(chan struct{}), make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		io.WriteString(w, ": hello\n\n")
+		w.(http.Flusher).Flush()
+		select { // the stream stays open, whoever leaves, until it breaks
+		case <-stop:
+		case <-breakStream:
+			panic(http.ErrAbortHandler) // the connection drops mid-stream
+		}
+	}))
+	defer up.Close()
+	defer close(stop)
+	var failures atomic.Int64
+	p := newHPProxy(t, up.URL, nil, func(h *HTTP) { h.UpstreamError = func() { failures.Add(1) } })
+	open := func() *http.Response {
+		req, _ := http.NewRequest(http.MethodGet, p.URL, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil || line != ": hello\n" {
+			t.Fatalf("GET stream: %q, %v", line, err)
+		}
+		return resp
+	}
+	resp := open()
+	resp.Body.Close() // the client leaves
+	time.Sleep(200 * time.Millisecond)
+	if n := failures.Load(); n != 0 {
+		t.Errorf("a client closing its GET stream counted %d upstream failure(s), want 0", n)
+	}
+	resp = open()
+	defer resp.Body.Close()
+	close(breakStream)
+	io.Copy(io.Discard, resp.Body)
+	deadline := time.Now().Add(2 * time.Second)
+	for failures.Load() != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := failures.Load(); n != 1 {
+		t.Errorf("the server breaking its stream counted %d upstream failure(s), want 1", n)
 	}
 }

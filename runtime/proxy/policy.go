@@ -108,11 +108,14 @@ func WithClock(now func() time.Time) PolicyOption { return func(p *Policy) { p.n
 // logged; default slog.Default().
 func WithLogger(l *slog.Logger) PolicyOption { return func(p *Policy) { p.log = l } }
 
-// WithDecided sets f to be told of every tools/call decision: its final
-// outcome ("allow", "deny", "require_approval", or "error" when the policy
-// could not decide and the call was denied; a call its counters refuse is
-// "deny") and how long deciding took (the policy, the counters and the
-// audit record). Listing tools is no decision. Default: none.
+// WithDecided sets f to be told of every tools/call decision, as the audit
+// log records them: its outcome ("allow", "deny", "require_approval", or
+// "error" when the policy could not decide and the call was denied; a call
+// its counters refuse is "deny") and how long deciding took (the policy,
+// the counters and the audit record). A call held for approval is decided
+// twice, as it is audited twice: require_approval when held, and again once
+// a person approves it (a denial or an expiry is an approval event, not a
+// decision). Listing tools is no decision. Default: none.
 func WithDecided(f func(outcome string, took time.Duration)) PolicyOption {
 	return func(p *Policy) { p.decided = f }
 }
@@ -312,7 +315,7 @@ func (p *Policy) decideOnce(ctx context.Context, in *bundles.Input, hold bool) (
 					release()
 				}
 				return Verdict{DecisionID: v.DecisionID, Bundle: v.Bundle, Rule: v.Rule,
-					Message: "toolgate denied this call because it could not write its audit log; tell the operator."}, string(bundles.Deny)
+					Message: "toolgate denied this call because it could not write its audit log; tell the operator."}, reported(err, bundles.Deny)
 			}
 		}
 	}
@@ -323,10 +326,16 @@ func (p *Policy) decideOnce(ctx context.Context, in *bundles.Input, hold bool) (
 			}
 		}
 	}
+	return v, reported(err, outcome)
+}
+
+// reported is the outcome WithDecided hears: "error" when the policy could
+// not decide (err), else outcome.
+func reported(err error, outcome bundles.Outcome) string {
 	if err != nil {
-		return v, "error"
+		return "error"
 	}
-	return v, string(outcome)
+	return string(outcome)
 }
 
 // Refused writes the audit record of a request refused before any decision

@@ -574,8 +574,8 @@ func (p *Stdio) fromServer(ctx context.Context, b *batch, line []byte, tooLong b
 			// for it rather than waiting forever.
 			if c, ok := p.take(m.ID); ok {
 				if c.expired {
+					// Counted when it timed out.
 					p.Logger.Warn("malformed late server response; dropped", "code", code, "method", c.method, "id", string(c.id))
-					p.upstreamError()
 					return nil
 				}
 				p.Logger.Warn("malformed server response", "code", code, "method", c.method)
