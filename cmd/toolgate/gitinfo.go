@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -83,14 +85,26 @@ func gitRevision(paths []string) string {
 }
 
 // gitSource is the URL of the policy repository (its origin remote), with
-// any credentials in it left out.
+// any credentials in it left out; "" for a remote that is a local path
+// (no use to anyone reading the artifact) or that does not parse.
 func gitSource(dir string) string {
-	u := git(dir, "remote", "get-url", "origin")
-	if at := strings.LastIndex(u, "@"); at >= 0 && strings.Contains(u, "://") {
-		u = u[:strings.Index(u, "://")+3] + u[at+1:]
+	remote := git(dir, "remote", "get-url", "origin")
+	if strings.Contains(remote, "://") {
+		u, err := url.Parse(remote)
+		if err != nil || u.Scheme == "file" {
+			return ""
+		}
+		u.User = nil
+		return u.String()
 	}
-	return u
+	if scpLike.MatchString(remote) { // git@host:org/repo.git: a user, no secret
+		return remote
+	}
+	return ""
 }
+
+// scpLike matches git's scp-like remote syntax, [user@]host:path.
+var scpLike = regexp.MustCompile(`^([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+:[^/\\]`)
 
 // repoRelative names each source by its path from the top of the git work
 // tree that holds it, so that a built bundle (its source entries, rule ids

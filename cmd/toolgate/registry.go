@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -273,14 +274,18 @@ func pullCmd() *cobra.Command {
 }
 
 // keysInFile checks that each --key given for an existing pin file is one
-// of its keys: pin verifies with the file's keys (those the proxy trusts),
-// and a bundle only another key signed would be pinned, then refused.
+// of its keys (the same key, wherever its file is): pin verifies with the
+// file's keys (those the proxy trusts), and a bundle only another key
+// signed would be pinned, then refused.
 func keysInFile(keys, fileKeys []string) error {
 	for _, k := range keys {
-		abs, _ := filepath.Abs(k)
+		kb, err := os.ReadFile(k)
+		if err != nil {
+			return fmt.Errorf("reading --key: %w", err)
+		}
 		found := false
 		for _, fk := range fileKeys {
-			if fabs, _ := filepath.Abs(fk); fabs == abs {
+			if fb, err := os.ReadFile(fk); err == nil && bytes.Equal(bytes.TrimSpace(fb), bytes.TrimSpace(kb)) {
 				found = true
 			}
 		}
