@@ -197,7 +197,7 @@ func TestHTTPProxyWithGrants(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	log, _ := os.ReadFile(filepath.Join(dir, "audit.log"))
-	if !strings.Contains(string(log), `"decision":"unauthenticated"`) || !strings.Contains(string(log), `"subject":"alice","server":"testsrv","tool":"echo","decision":"allow"`) {
+	if !strings.Contains(string(log), `"decision":"unauthenticated"`) || !strings.Contains(string(log), `"subject":"alice","groups":["eng"],"server":"testsrv","tool":"echo","decision":"allow"`) {
 		t.Errorf("audit log lacks the refusals or alice's allowed call:\n%s", log)
 	}
 }
