@@ -743,3 +743,25 @@ func TestExtensionFileFromDisk(t *testing.T) {
 		t.Errorf("got %v, want no diagnostics", diags)
 	}
 }
+
+// TestDateValues: an unquoted YAML date as a condition value compiles, as
+// the text PolicyLayer compares it by (Go's %v of yaml.v3's time), and lt
+// still needs a number.
+func TestDateValues(t *testing.T) {
+	src := "version: \"1\"\ntools:\n  t:\n    rules:\n      - name: d\n        conditions:\n          - {path: args.a, op: neq, value: 2024-01-01}\n          - {path: args.b, op: in, value: [2024-01-02T10:00:00Z, x]}\n"
+	set, diags := Load([]Source{{Path: "s.yaml", Data: []byte(src)}})
+	if len(diags) > 0 {
+		t.Fatalf("diagnostics: %v", diags)
+	}
+	cs := set.Files[0].Tools[0].Rules[0].Conditions
+	if cs[0].Value != "2024-01-01 00:00:00 +0000 UTC" {
+		t.Errorf("neq value %#v", cs[0].Value)
+	}
+	if l, ok := cs[1].Value.([]any); !ok || len(l) != 2 || l[0] != "2024-01-02 10:00:00 +0000 UTC" || l[1] != "x" {
+		t.Errorf("in value %#v", cs[1].Value)
+	}
+	bad := "version: \"1\"\ntools:\n  t:\n    rules:\n      - name: d\n        conditions: [{path: args.a, op: lt, value: 2024-01-01}]\n"
+	if _, diags := Load([]Source{{Path: "s.yaml", Data: []byte(bad)}}); len(diags) != 1 || !strings.Contains(diags[0].String(), "needs a number") {
+		t.Errorf("lt with a date: %v, want one 'needs a number' problem", diags)
+	}
+}

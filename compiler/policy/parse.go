@@ -727,6 +727,7 @@ func (p *parser) conditions(field string, v *yaml.Node) []Condition {
 				p.errorf(posOf(valueNode), "%s: value: %v", field, err)
 				good, decoded = false, false
 			}
+			c.Value = timesAsText(c.Value)
 		}
 		// The value is checked whenever the operator is known, even when
 		// the path is bad, so that every problem is reported at once.
@@ -792,6 +793,23 @@ func (p *parser) checkValue(field string, c Condition, vn *yaml.Node) bool {
 		return bad("value must be a finite number")
 	}
 	return true
+}
+
+// timesAsText turns the YAML timestamps in a condition value (an unquoted
+// 2024-01-01, which yaml.v3 decodes as a time) into the text PolicyLayer
+// compares them by, Go's %v of the time ("2024-01-01 00:00:00 +0000
+// UTC"): its conditions read values as yaml.v3 decodes them and compare a
+// non-number by that text, so such a file compiles here and means the same.
+func timesAsText(v any) any {
+	switch x := v.(type) {
+	case time.Time:
+		return x.String()
+	case []any:
+		for i, e := range x {
+			x[i] = timesAsText(e)
+		}
+	}
+	return v
 }
 
 func isScalar(v any) bool {
