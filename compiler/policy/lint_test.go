@@ -312,10 +312,10 @@ default: deny
         state:
           counter: c
           window: day
-          increment: 0
+          increment: -1
         conditions:
           - {path: args.a, op: exists, value: true}
-`), []want{{"p.yaml:9:22", `state.increment must be a whole number of at least 1, got 0`}}},
+`), []want{{"p.yaml:9:22", `state.increment must be a whole number of at least 1 (0 means the default, 1), got -1`}}},
 	{"increment_from not under args", ruleFile(`
       - name: r
         state:
@@ -741,6 +741,19 @@ func TestExtensionFileFromDisk(t *testing.T) {
 	}
 	if _, diags := Load(sources); len(diags) != 0 {
 		t.Errorf("got %v, want no diagnostics", diags)
+	}
+}
+
+// TestIncrementZero: increment: 0 is the default, 1, as PolicyLayer reads
+// it (its files compile unchanged).
+func TestIncrementZero(t *testing.T) {
+	src := "version: \"1\"\ntools:\n  t:\n    rules:\n      - name: r\n        state: {counter: c, window: day, increment: 0}\n        conditions: [{path: state.t.c, op: lte, value: 5}]\n"
+	set, diags := Load([]Source{{Path: "s.yaml", Data: []byte(src)}})
+	if len(diags) > 0 {
+		t.Fatalf("diagnostics: %v", diags)
+	}
+	if st := set.Files[0].Tools[0].Rules[0].State; st == nil || st.Increment != 1 {
+		t.Errorf("increment 0: state %+v, want increment 1", st)
 	}
 }
 
