@@ -720,7 +720,7 @@ func TestExtensionFileLintsClean(t *testing.T) {
 // for every other rule too (found by a spec audit: it said `Denied by rule
 // "rl"` at step 3 and `Rate limit exceeded for rl` when refused).
 func TestRateLimitEmptyOnDeny(t *testing.T) {
-	for _, onDeny := range []string{`on_deny: ""`, ``} {
+	for _, onDeny := range []string{`on_deny: ""`, ``, `on_deny:`, `on_deny: ~`} {
 		src := "version: \"1\"\ntools:\n  t:\n    rules:\n      - name: rl\n        rate_limit: 3/hour\n        " + onDeny + "\n"
 		set, diags := Load([]Source{{Path: "s.yaml", Data: []byte(src)}})
 		if len(diags) > 0 {

@@ -94,6 +94,9 @@ func (p *parser) parse(data []byte) {
 			}
 			p.f.Version = "1"
 		case "description":
+			if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+				break // `description:` with nothing: none, as PolicyLayer reads it
+			}
 			if s, ok := p.str(v, "description"); ok {
 				p.f.Description = s
 			}
@@ -415,6 +418,9 @@ func (p *parser) rule(tool string, rn *yaml.Node) (Rule, bool) {
 				p.errorf(posOf(v), "when: an empty list; remove it or give it conditions")
 			}
 		case "on_deny":
+			if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+				break // `on_deny:` with nothing: no message, as PolicyLayer reads it
+			}
 			if s, ok := p.str(v, "on_deny"); ok {
 				r.OnDeny, r.HasOnDeny = s, true
 			}
