@@ -3,9 +3,14 @@ package sign
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -35,8 +40,10 @@ const refNameAnnotation = "org.opencontainers.image.ref.name"
 // Bounds on what a layout's signature image may hold: how many signatures,
 // and how large each payload.
 const (
-	maxLayoutSignatures  = 256
-	maxLayoutPayloadSize = 64 << 10
+	maxLayoutSignatures   = 256
+	maxLayoutPayloadSize  = 64 << 10
+	maxLayoutManifestSize = 1 << 20
+	maxLayoutIndexSize    = 4 << 20
 )
 
 // signatureTag is where the signatures of h live: cosign's sha256-<hex>.sig.
@@ -53,7 +60,7 @@ func SignLayout(ctx context.Context, dir string, h v1.Hash, privPEM, password []
 		return fmt.Errorf("signing %s: %w", what, err)
 	}
 	p := layout.Path(dir)
-	if _, err := p.Image(h); err != nil {
+	if _, err := readBlob(p, h, maxLayoutManifestSize); err != nil {
 		return fmt.Errorf("signing %s: manifest not found in the layout; push it first: %w", what, err)
 	}
 	existing, err := layoutSignatures(p, h)
@@ -64,7 +71,7 @@ func SignLayout(ctx context.Context, dir string, h v1.Hash, privPEM, password []
 	if err != nil {
 		return fmt.Errorf("signing %s: %w", what, err)
 	}
-	if verifySignatures(ctx, d, h, existing, []signature.Verifier{sv}) == nil {
+	if verifySignatures(ctx, what, h, existing, []signature.Verifier{sv}) == nil {
 		return nil // this key signed it already
 	}
 	if len(existing) >= maxLayoutSignatures {
@@ -110,22 +117,20 @@ func VerifyLayout(ctx context.Context, dir string, h v1.Hash, pubKeys [][]byte) 
 	if len(list) == 0 {
 		return fmt.Errorf("verifying %s: %w at its %s tag; sign it with `toolgate sign %s --key KEY`", what, ErrNoSignature, signatureTag(h), what)
 	}
-	d, err := name.NewDigest(layoutRepository + "@" + h.String())
-	if err != nil {
-		return err
-	}
-	return verifySignatures(ctx, d, h, list, verifiers)
+	return verifySignatures(ctx, what, h, list, verifiers)
 }
 
 // layoutSignatures reads the signatures the layout tags sha256-<hex>.sig
 // for h (the last such manifest, as a tag moves); none when there is none.
+// Every file it reads is bounded and must be a regular file; each blob must
+// hash to its digest.
 func layoutSignatures(p layout.Path, h v1.Hash) ([]oci.Signature, error) {
-	idx, err := p.ImageIndex()
+	raw, err := readLimited(filepath.Join(string(p), "index.json"), maxLayoutIndexSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading the layout's index: %w", err)
 	}
-	im, err := idx.IndexManifest()
-	if err != nil {
+	var im v1.IndexManifest
+	if err := json.Unmarshal(raw, &im); err != nil {
 		return nil, fmt.Errorf("reading the layout's index: %w", err)
 	}
 	tag := signatureTag(h)
@@ -138,12 +143,12 @@ func layoutSignatures(p layout.Path, h v1.Hash) ([]oci.Signature, error) {
 	if found == nil {
 		return nil, nil
 	}
-	img, err := p.Image(found.Digest)
+	raw, err = readBlob(p, found.Digest, maxLayoutManifestSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", tag, err)
 	}
-	m, err := img.Manifest()
-	if err != nil {
+	var m v1.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", tag, err)
 	}
 	if len(m.Layers) > maxLayoutSignatures {
@@ -155,17 +160,8 @@ func layoutSignatures(p layout.Path, h v1.Hash) ([]oci.Signature, error) {
 		if b64 == "" || l.Size > maxLayoutPayloadSize {
 			continue // not a signature this reads: another may verify
 		}
-		layer, err := img.LayerByDigest(l.Digest)
+		pl, err := readBlob(p, l.Digest, maxLayoutPayloadSize)
 		if err != nil {
-			continue
-		}
-		rc, err := layer.Compressed()
-		if err != nil {
-			continue
-		}
-		pl, err := io.ReadAll(io.LimitReader(rc, maxLayoutPayloadSize+1))
-		rc.Close()
-		if err != nil || len(pl) > maxLayoutPayloadSize {
 			continue
 		}
 		sig, err := static.NewSignature(pl, b64)
@@ -175,4 +171,48 @@ func layoutSignatures(p layout.Path, h v1.Hash) ([]oci.Signature, error) {
 		out = append(out, sig)
 	}
 	return out, nil
+}
+
+// readBlob reads the blob h of the layout p, at most max bytes, and checks
+// that it hashes to h.
+func readBlob(p layout.Path, h v1.Hash, max int64) ([]byte, error) {
+	if h.Algorithm != "sha256" || len(h.Hex) != 64 {
+		return nil, fmt.Errorf("blob %s: not a sha256 digest", h)
+	}
+	b, err := readLimited(filepath.Join(string(p), "blobs", h.Algorithm, h.Hex), max)
+	if err != nil {
+		return nil, err
+	}
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != h.Hex {
+		return nil, fmt.Errorf("blob %s does not hash to its digest", h)
+	}
+	return b, nil
+}
+
+// readLimited reads the regular file path, refusing one larger than max
+// bytes (or not a regular file: a link, a device).
+func readLimited(path string, max int64) ([]byte, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if fi.Size() > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
+	}
+	return b, nil
 }

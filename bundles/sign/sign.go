@@ -149,7 +149,7 @@ func Verify(ctx context.Context, d name.Digest, pubKeys [][]byte, opts ...remote
 	if len(list) == 0 {
 		return fmt.Errorf("verifying %s: %w at %s; sign it with `toolgate sign %s --key KEY`", d, ErrNoSignature, tag, d)
 	}
-	return verifySignatures(ctx, d, h, list, verifiers)
+	return verifySignatures(ctx, d.String(), h, list, verifiers)
 }
 
 // loadVerifiers reads PEM public keys (as in cosign.pub) into SHA-256
@@ -180,7 +180,7 @@ func loadVerifiers(pubKeys [][]byte) ([]signature.Verifier, error) {
 
 // verifySignatures checks each signature against each key with cosign's
 // verification, then the payload's digest against h.
-func verifySignatures(ctx context.Context, d name.Digest, h v1.Hash, list []oci.Signature, verifiers []signature.Verifier) error {
+func verifySignatures(ctx context.Context, what string, h v1.Hash, list []oci.Signature, verifiers []signature.Verifier) error {
 	var wrong, unreadable []string
 	for _, s := range list {
 		// Read the layer once, not once per key. An unreadable one is
@@ -204,14 +204,14 @@ func verifySignatures(ctx context.Context, d name.Digest, h v1.Hash, list []oci.
 		}
 	}
 	if len(wrong) > 0 {
-		return fmt.Errorf("verifying %s: %w (%s)", d, ErrWrongDigest, strings.Join(wrong, "; "))
+		return fmt.Errorf("verifying %s: %w (%s)", what, ErrWrongDigest, strings.Join(wrong, "; "))
 	}
 	msg := ""
 	if len(unreadable) > 0 {
 		msg = fmt.Sprintf(" (%d unreadable: %s)", len(unreadable), strings.Join(unreadable, "; "))
 	}
 	return fmt.Errorf("verifying %s: %w: %d signature(s), none verifies with the %d listed key(s)%s",
-		d, ErrUntrusted, len(list), len(verifiers), msg)
+		what, ErrUntrusted, len(list), len(verifiers), msg)
 }
 
 // loadPrivateKey decrypts a cosign private key, telling a wrong password apart

@@ -338,6 +338,11 @@ func waitUpstream(up *exec.Cmd, grace time.Duration) {
 func loadPolicySource(ctx context.Context, cmd *cobra.Command, pf *proxyFlags, eng *engine.Engine, logger *slog.Logger) (func() admin.SwapStatus, func(), error) {
 	var src *source.PinFile
 	var err error
+	keyGiven := cmd.Flags().Changed("key")
+	if keyGiven && !(pf.bundle != "" && looksLikeReference(pf.bundle)) {
+		// A pin file names its own keys; a bundle file carries no signature.
+		return nil, nil, usageError{errors.New("--key applies to --bundle REF@DIGEST or oci:DIR@DIGEST only (a pin file names its keys in publicKey:)")}
+	}
 	switch {
 	case pf.pinFile != "":
 		src, err = source.NewPinFile(pf.pinFile, pf.cacheDir, eng, source.WithRegistry(pf.rf.options()...), source.WithLogger(logger))
@@ -353,7 +358,7 @@ func loadPolicySource(ctx context.Context, cmd *cobra.Command, pf *proxyFlags, e
 		if !isRegistry {
 			// An OCI layout on disk: the digest is checked on the way in,
 			// and with --key its signature (in the layout) too.
-			if len(pf.keys) > 0 {
+			if keyGiven { // given empty, readKeys refuses: never a silent skip
 				keys, err := readKeys(pf.keys)
 				if err != nil {
 					return nil, nil, err

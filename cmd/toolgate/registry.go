@@ -55,6 +55,9 @@ func readKeys(paths []string) ([][]byte, error) {
 	}
 	var keys [][]byte
 	for _, p := range paths {
+		if p == "" {
+			return nil, usageError{errors.New("--key: an empty file name")}
+		}
 		b, err := os.ReadFile(p)
 		if err != nil {
 			return nil, fmt.Errorf("reading public key: %w", err)
@@ -205,7 +208,7 @@ func verifyDigest(cmd *cobra.Command, ref string, keyPaths []string, rf *registr
 	if !isRegistry {
 		dir, _ := d.Layout()
 		if err := sign.VerifyLayout(cmd.Context(), dir, d.Hash(), keys); err != nil {
-			return d, problemError{fmt.Errorf("verifying %s: %w", ref, err)}
+			return d, problemError{err} // it names the layout and digest
 		}
 		return d, nil
 	}
@@ -310,6 +313,9 @@ func pinCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if pinFile == "" {
 				return usageError{errors.New("pin needs --pin-file FILE")}
+			}
+			if strings.HasPrefix(args[0], oci.LayoutPrefix) {
+				return usageError{fmt.Errorf("%s: a pin file names a registry digest; load a layout with proxy --bundle oci:DIR@sha256:… --key PUB", args[0])}
 			}
 			f, err := pin.Read(pinFile)
 			switch {

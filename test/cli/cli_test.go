@@ -391,4 +391,34 @@ func TestLayoutSignatures(t *testing.T) {
 	if r := run(t, dir, env, "proxy", "--bundle", unsigned, "--key", "cosign.pub", "--state", "memory", "--admin", "", "--server", "github", "--", "true"); r.code != 1 || !strings.Contains(r.stderr, "no signature") {
 		t.Fatalf("proxy with an unsigned layout bundle and --key: exit %d, %q; want 1", r.code, r.stderr)
 	}
+	// An empty --key (an unset variable) is bad usage, never a skipped check.
+	if r := run(t, dir, env, "proxy", "--bundle", unsigned, "--key", "", "--state", "memory", "--admin", "", "--server", "github", "--", "true"); r.code != 2 {
+		t.Fatalf("proxy with --key \"\": exit %d, %q; want 2", r.code, r.stderr)
+	}
+	// A pin file names a registry digest.
+	if r := run(t, dir, env, "pin", signed, "--pin-file", "pin.yaml", "--key", "cosign.pub"); r.code != 2 || !strings.Contains(r.stderr, "registry digest") {
+		t.Fatalf("pin of a layout bundle: exit %d, %q; want 2", r.code, r.stderr)
+	}
+	// A signature manifest that is no regular file (a link to an endless
+	// device) is refused, not read.
+	idx, _ = os.ReadFile(filepath.Join(layoutDir, "index.json"))
+	var index struct {
+		Manifests []struct {
+			Digest      string
+			Annotations map[string]string
+		}
+	}
+	json.Unmarshal(idx, &index)
+	for _, m := range index.Manifests {
+		if strings.HasSuffix(m.Annotations["org.opencontainers.image.ref.name"], ".sig") {
+			blob := filepath.Join(layoutDir, "blobs", "sha256", strings.TrimPrefix(m.Digest, "sha256:"))
+			os.Remove(blob)
+			if err := os.Symlink("/dev/zero", blob); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if r := run(t, dir, env, "verify", signed, "--key", "cosign.pub"); r.code != 1 || !strings.Contains(r.stderr, "not a regular file") {
+		t.Fatalf("verify with a signature manifest linked to /dev/zero: exit %d, %q; want 1", r.code, r.stderr)
+	}
 }
