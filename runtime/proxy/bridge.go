@@ -484,8 +484,8 @@ func (b *Bridge) httpError(x *bridgeExchange, resp *http.Response) {
 		b.log.Warn("the MCP server does not know the session (it ended it); the client must reconnect")
 	} else {
 		b.log.Warn("the MCP server refused a message", "status", resp.StatusCode, "body", string(bytes.TrimSpace(body)))
-		if resp.StatusCode >= 500 {
-			b.upstreamError() // a failure of the server, as HTTP counts it; a 4xx is its answer
+		if resp.StatusCode >= 500 && x.kind == kindRequest {
+			b.upstreamError() // a failed request, as HTTP counts it; a 4xx is the server's answer
 		}
 	}
 	if x.kind != kindRequest {

@@ -744,9 +744,19 @@ func (h *HTTP) relay(w http.ResponseWriter, resp *http.Response, x *exchange) {
 	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		h.log.Warn("the MCP server's event stream broke", "err", err)
-		if readErr != nil && x.r.Context().Err() == nil {
-			h.upstreamError() // not when the client left, nor a write to it failed
+	}
+	// An upstream failure, once: the server's GET stream broke, or a
+	// watched request's stream ended (broke, ran out of time) without its
+	// answer. Not a client that left or could not be written to, and not
+	// an answered call whose stream outlived it.
+	switch {
+	case x.r.Context().Err() != nil:
+	case x.r.Method == http.MethodGet:
+		if readErr != nil && !errors.Is(readErr, io.EOF) {
+			h.upstreamError()
 		}
+	case x.watch != watchNone && !x.answered:
+		h.upstreamError()
 	}
 	if x.watch == watchNone || x.answered {
 		return

@@ -1317,7 +1317,7 @@ func TestHTTPClientLeavingIsNoUpstreamError(t *testing.T) {
 	}
 	resp := open()
 	resp.Body.Close() // the client leaves
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(time.Second)
 	if n := failures.Load(); n != 0 {
 		t.Errorf("a client closing its GET stream counted %d upstream failure(s), want 0", n)
 	}
@@ -1331,5 +1331,46 @@ func TestHTTPClientLeavingIsNoUpstreamError(t *testing.T) {
 	}
 	if n := failures.Load(); n != 1 {
 		t.Errorf("the server breaking its stream counted %d upstream failure(s), want 1", n)
+	}
+}
+
+// TestHTTPAnsweredStreamIsNoUpstreamError: a call answered on its event
+// stream is no failure even when the server keeps the stream open past the
+// call timeout; a watched call whose stream ends without its answer is one.
+func TestHTTPAnsweredStreamIsNoUpstreamError(t *testing.T) {
+	stop := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		if bytes.Contains(body, []byte(`"id":1`)) {
+			io.WriteString(w, "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[]}}\n\n")
+		}
+		w.(http.Flusher).Flush()
+		if bytes.Contains(body, []byte(`"id":1`)) {
+			select { // answered; the stream stays open
+			case <-stop:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	defer up.Close()
+	defer close(stop)
+	var failures atomic.Int64
+	allow := func(context.Context, *bundles.Input) Verdict { return Verdict{Allow: true} }
+	p := newHPProxy(t, up.URL, allow, func(h *HTTP) {
+		h.CallTimeout = 200 * time.Millisecond
+		h.UpstreamError = func() { failures.Add(1) }
+	})
+	if status, body := hpPost(t, p.URL, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{}}}`); status != 200 || !strings.Contains(body, `"result"`) {
+		t.Fatalf("answered call: %d %s", status, body)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := failures.Load(); n != 0 {
+		t.Errorf("a call answered on a stream that outlived the call timeout counted %d upstream failure(s), want 0", n)
+	}
+	hpPost(t, p.URL, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_file","arguments":{}}}`)
+	if n := failures.Load(); n != 1 {
+		t.Errorf("a call whose stream ended without its answer counted %d upstream failure(s), want 1", n)
 	}
 }
