@@ -86,7 +86,7 @@ func buildCmd() *cobra.Command {
 				return err
 			}
 			if !cmd.Flags().Changed("revision") {
-				revision = gitRevision(args)
+				revision = gitRevision(args, sources)
 			}
 			b, _, err := build.Build(cmd.Context(), repoRelative(sources, args), build.Options{Revision: revision})
 			if err != nil {

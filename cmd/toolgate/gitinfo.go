@@ -54,31 +54,61 @@ func gitDir(paths []string) string {
 }
 
 // gitRevision is the commit checked out where the policies are, with
-// "-dirty" when a policy path holds changes not committed: the revision
-// then names the commit the bundle was built on, not one it equals.
-func gitRevision(paths []string) string {
+// "-dirty" unless git vouches for every source read: each must be a file
+// of that commit (links resolved, inside the work tree) whose content is
+// the committed one. Modified, untracked, ignored or outside files, and git
+// failing, all make it -dirty: the revision then names the commit the
+// bundle was built on, not one it equals.
+func gitRevision(paths []string, sources []policy.Source) string {
 	dir := gitDir(paths)
 	rev := git(dir, "rev-parse", "HEAD")
 	if rev == "" {
 		return ""
 	}
-	if len(paths) == 0 {
-		paths = []string{"policies"}
+	top, ok := gitOK(dir, "rev-parse", "--show-toplevel")
+	if !ok {
+		return rev + "-dirty"
 	}
-	// Each path is asked about in its own folder; a path git cannot
-	// answer for (outside this work tree, git failing) counts as changed:
-	// the revision must not claim a commit the sources may not be.
-	for _, p := range paths {
-		abs, err := filepath.Abs(p)
+	if real, err := filepath.EvalSymlinks(top); err == nil {
+		top = real
+	}
+	rels := make([]string, 0, len(sources))
+	for _, s := range sources {
+		real, err := filepath.EvalSymlinks(filepath.FromSlash(s.Path))
+		if err == nil {
+			real, err = filepath.Abs(real)
+		}
 		if err != nil {
 			return rev + "-dirty"
 		}
-		out, ok := gitOK(gitDir([]string{abs}), "status", "--porcelain", "--", abs)
-		if !ok || out != "" {
-			return rev + "-dirty"
+		rel, err := filepath.Rel(top, real)
+		if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return rev + "-dirty" // outside the work tree
 		}
-		if top, _ := gitOK(gitDir([]string{abs}), "rev-parse", "HEAD"); top != rev {
-			return rev + "-dirty" // another work tree's commit
+		rels = append(rels, filepath.ToSlash(rel))
+	}
+	if len(rels) == 0 {
+		return rev
+	}
+	tree, ok := gitOK(top, append([]string{"ls-tree", "-r", "-z", "HEAD", "--"}, rels...)...)
+	if !ok {
+		return rev + "-dirty"
+	}
+	committed := map[string]string{} // path → blob
+	for _, entry := range strings.Split(tree, "\x00") {
+		meta, path, found := strings.Cut(entry, "\t")
+		if f := strings.Fields(meta); found && len(f) == 3 && f[1] == "blob" {
+			committed[path] = f[2]
+		}
+	}
+	hashes, ok := gitOK(top, append([]string{"hash-object", "--"}, rels...)...)
+	lines := strings.Split(hashes, "\n")
+	if !ok || len(lines) != len(rels) {
+		return rev + "-dirty"
+	}
+	for i, rel := range rels {
+		if committed[rel] != strings.TrimSpace(lines[i]) {
+			return rev + "-dirty"
 		}
 	}
 	return rev
@@ -94,17 +124,23 @@ func gitSource(dir string) string {
 		if err != nil || u.Scheme == "file" {
 			return ""
 		}
-		u.User = nil
+		u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
 		return u.String()
 	}
-	if scpLike.MatchString(remote) { // git@host:org/repo.git: a user, no secret
+	if m := scpLike.FindStringSubmatch(remote); m != nil {
+		// [user@]host:path: keep a bare user (git@), drop one with a
+		// password (user:secret@).
+		if strings.Contains(m[1], ":") {
+			return m[2]
+		}
 		return remote
 	}
 	return ""
 }
 
-// scpLike matches git's scp-like remote syntax, [user@]host:path.
-var scpLike = regexp.MustCompile(`^([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+:[^/\\]`)
+// scpLike matches git's scp-like remote syntax, [user@]host:path (a host
+// of two characters or more: C:\path is a Windows path).
+var scpLike = regexp.MustCompile(`^([^@/\\]+@)?([A-Za-z0-9._-]{2,}:[^\\].*)$`)
 
 // repoRelative names each source by its path from the top of the git work
 // tree that holds it, so that a built bundle (its source entries, rule ids

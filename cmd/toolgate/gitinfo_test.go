@@ -17,9 +17,13 @@ func TestGitSource(t *testing.T) {
 		"https://git.example.com/a/@b/policies.git":             "https://git.example.com/a/@b/policies.git",
 		"ssh://git@git.example.com:2222/acme/policies.git":      "ssh://git.example.com:2222/acme/policies.git",
 		"git@github.com:acme/policies.git":                      "git@github.com:acme/policies.git",
-		"/home/alice/src/policies":                              "",
-		"file:///home/alice/src/policies":                       "",
-		"../policies":                                           "",
+		"git@git.example.com:/srv/git/policies.git":             "git@git.example.com:/srv/git/policies.git",
+		"deploy:secret@git.example.com:acme/policies.git":       "git.example.com:acme/policies.git",
+		"https://git.example.com/p.git?access_token=abc#x":      "https://git.example.com/p.git",
+		`C:\src\policies`:                 "",
+		"/home/alice/src/policies":        "",
+		"file:///home/alice/src/policies": "",
+		"../policies":                     "",
 	} {
 		exec.Command("git", "-C", dir, "remote", "remove", "origin").Run()
 		if out, err := exec.Command("git", "-C", dir, "remote", "add", "origin", remote).CombinedOutput(); err != nil {

@@ -299,6 +299,21 @@ func TestBuildFromGit(t *testing.T) {
 	if !strings.HasSuffix(b.Manifest.Revision, gitIn("rev-parse", "HEAD")) {
 		t.Errorf("revision %q after the second commit", b.Manifest.Revision)
 	}
+	// A file git ignores, and a link out of the work tree: git cannot
+	// vouch for either.
+	os.WriteFile(filepath.Join(dir, ".gitignore"), []byte("policies/ignored.yaml\n"), 0o644)
+	gitIn("add", ".gitignore")
+	gitIn("commit", "-q", "-m", "ignore")
+	os.WriteFile(filepath.Join(dir, "policies", "ignored.yaml"), []byte("version: \"1\"\n"), 0o644)
+	must(t, run(t, dir, nil, "build", "-o", out), "build with an ignored file")
+	if got := readBundle(t, out).Manifest.Revision; !strings.HasSuffix(got, "-dirty") {
+		t.Errorf("revision with an ignored policy file read: %q, want -dirty", got)
+	}
+	os.Remove(filepath.Join(dir, "policies", "ignored.yaml"))
+	must(t, run(t, dir, nil, "build", "-o", out), "build, clean again")
+	if got := readBundle(t, out).Manifest.Revision; strings.HasSuffix(got, "-dirty") {
+		t.Errorf("revision of a clean tree: %q", got)
+	}
 	// A policy from outside the work tree: git cannot vouch for it.
 	outside := t.TempDir()
 	os.WriteFile(filepath.Join(outside, "other.yaml"), []byte("version: \"1\"\n"), 0o644)
