@@ -315,7 +315,7 @@ default: deny
           increment: -1
         conditions:
           - {path: args.a, op: exists, value: true}
-`), []want{{"p.yaml:9:22", `state.increment must be a whole number of at least 1 (0 means the default, 1), got -1`}}},
+`), []want{{"p.yaml:9:22", `state.increment must be a whole number, 1 or more (0 means 1, the default), got -1`}}},
 	{"increment_from not under args", ruleFile(`
       - name: r
         state:
@@ -754,6 +754,12 @@ func TestIncrementZero(t *testing.T) {
 	}
 	if st := set.Files[0].Tools[0].Rules[0].State; st == nil || st.Increment != 1 {
 		t.Errorf("increment 0: state %+v, want increment 1", st)
+	}
+	// 0 is no increment of its own: increment_from beside it is no conflict.
+	src = "version: \"1\"\ntools:\n  t:\n    rules:\n      - name: r\n        state: {counter: c, window: day, increment: 0, increment_from: args.n}\n        conditions: [{path: state.t.c, op: lte, value: 5}]\n"
+	set, diags = Load([]Source{{Path: "s.yaml", Data: []byte(src)}})
+	if len(diags) > 0 || set.Files[0].Tools[0].Rules[0].State.IncrementFrom != "args.n" {
+		t.Errorf("increment 0 with increment_from: %v", diags)
 	}
 }
 

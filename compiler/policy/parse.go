@@ -634,11 +634,12 @@ func (p *parser) state(label string, v *yaml.Node) *State {
 			hasIncrement = true
 			n, err := strconv.ParseInt(fv.Value, 10, 64)
 			if fv.Kind != yaml.ScalarNode || fv.Tag != "!!int" || err != nil || n < 0 {
-				p.errorf(posOf(fv), "%s: state.increment must be a whole number of at least 1 (0 means the default, 1), got %s", label, show(fv))
+				p.errorf(posOf(fv), "%s: state.increment must be a whole number, 1 or more (0 means 1, the default), got %s", label, show(fv))
 				ok = false
 			}
 			if n == 0 {
 				n = 1 // as PolicyLayer reads it: 0 is the default
+				hasIncrement = false
 			}
 			st.Increment = n
 		case "increment_from":
