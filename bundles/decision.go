@@ -172,6 +172,11 @@ type Decision struct {
 type Reservation struct {
 	Key    string `json:"key"`
 	Amount int64  `json:"amount"`
+	// Invalid marks a counter whose increment_from argument is missing or
+	// not a number in the int64 range (JSON "amount": null): the host,
+	// reserving in order, denies the call when it reaches it, with
+	// "Internal policy error" (policy.md §3: counters are reserved in turn).
+	Invalid bool `json:"-"`
 	// Limit is the most the counter may reach in its window; nil means the
 	// counter only counts and never refuses.
 	Limit   *int64 `json:"limit"`
@@ -193,4 +198,45 @@ type ShadowOutcome struct {
 	Would   string `json:"would"`
 	Rule    string `json:"rule"`
 	Message string `json:"message"`
+}
+
+// reservationJSON is a Reservation as JSON: amount null when Invalid.
+type reservationJSON struct {
+	Key     string `json:"key"`
+	Amount  *int64 `json:"amount"`
+	Limit   *int64 `json:"limit"`
+	Window  string `json:"window"`
+	Rule    string `json:"rule"`
+	Message string `json:"message"`
+}
+
+// MarshalJSON writes r with "amount": null when it is Invalid.
+func (r Reservation) MarshalJSON() ([]byte, error) {
+	j := reservationJSON{Key: r.Key, Limit: r.Limit, Window: r.Window, Rule: r.Rule, Message: r.Message}
+	if !r.Invalid {
+		j.Amount = &r.Amount
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads r; "amount": null makes it Invalid (no amount at
+// all reads as 0, as before there were invalid counters).
+func (r *Reservation) UnmarshalJSON(b []byte) error {
+	var j struct {
+		reservationJSON
+		Amount json.RawMessage `json:"amount"`
+	}
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*r = Reservation{Key: j.Key, Limit: j.Limit, Window: j.Window, Rule: j.Rule, Message: j.Message}
+	switch {
+	case string(j.Amount) == "null":
+		r.Invalid = true
+	case j.Amount != nil:
+		if err := json.Unmarshal(j.Amount, &r.Amount); err != nil {
+			return err
+		}
+	}
+	return nil
 }

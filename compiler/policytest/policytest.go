@@ -204,6 +204,9 @@ func Run(ctx context.Context, files []*File, servers []string, eval EvalFunc) ([
 			if err == nil {
 				r.Got, err = eval(ctx, in)
 			}
+			if err == nil {
+				r.Got = asHostDecides(r.Got)
+			}
 			if err != nil {
 				r.Err, r.Failed, r.Why = err, true, "could not decide: "+err.Error()
 			} else {
@@ -214,6 +217,22 @@ func Run(ctx context.Context, files []*File, servers []string, eval EvalFunc) ([
 		}
 	}
 	return out, nil
+}
+
+// asHostDecides is d as the host answers it for the case's state: a
+// counter without an amount (its increment_from argument missing or not a
+// number) denies the call with "Internal policy error" (choice 8). Tests
+// do not reserve counters, so no earlier counter refuses first.
+func asHostDecides(d bundles.Decision) bundles.Decision {
+	if d.Decision != bundles.Allow && d.Decision != bundles.RequireApproval {
+		return d
+	}
+	for _, c := range d.Counters {
+		if c.Invalid {
+			return bundles.Decision{Decision: bundles.Deny, Rule: c.Rule, Message: "Internal policy error", Shadow: d.Shadow}
+		}
+	}
+	return d
 }
 
 func resolveServer(f *File, servers []string) (string, error) {

@@ -92,3 +92,19 @@ func TestServerNeededWhenAmbiguous(t *testing.T) {
 		t.Fatalf("got %v, want an error asking for server:", err)
 	}
 }
+
+// TestCounterWithoutAmount: a case whose counter has no amount is denied
+// with "Internal policy error" by that counter's rule, as the host answers
+// it; a decision with valid counters is left alone.
+func TestCounterWithoutAmount(t *testing.T) {
+	ok := bundles.Reservation{Key: "t.a", Amount: 1, Rule: "p#t/a"}
+	bad := bundles.Reservation{Key: "t.b", Rule: "p#t/b", Invalid: true}
+	d := asHostDecides(bundles.Decision{Decision: bundles.Allow, Counters: []bundles.Reservation{ok, bad}})
+	if d.Decision != bundles.Deny || d.Rule != "p#t/b" || d.Message != "Internal policy error" {
+		t.Errorf("allow with a counter without an amount: got %+v", d)
+	}
+	d = asHostDecides(bundles.Decision{Decision: bundles.Allow, Counters: []bundles.Reservation{ok}})
+	if d.Decision != bundles.Allow || len(d.Counters) != 1 {
+		t.Errorf("allow with valid counters: got %+v", d)
+	}
+}

@@ -14,7 +14,7 @@ func (g *gen) class(desc, tool string, chain []entry) string {
 	const self = "@@"
 
 	type piece struct{ guard, value string }
-	var stops, woulds, approvals, counters, counterErrs []piece
+	var stops, woulds, approvals, counters []piece
 	// fast: the expressions that, all holding, mean no rule stops the call
 	// and none asks for approval, so it is allowed; written inline, they
 	// spare the common case the calls of the full chain. fastOK turns false
@@ -90,9 +90,6 @@ func (g *gen) class(desc, tool string, chain []entry) string {
 				stops = append(stops, piece{e.guard, r.name("stop")})
 				if r.rule.State != nil && r.rule.Action == "evaluate" {
 					counters = append(counters, piece{e.guard, r.name("counter")})
-					if r.rule.State.IncrementFrom != "" {
-						counterErrs = append(counterErrs, piece{e.guard, r.name("counter_error")})
-					}
 				}
 			}
 		}
@@ -144,7 +141,6 @@ func (g *gen) class(desc, tool string, chain []entry) string {
 		counterList = self + "_counters"
 	}
 	hasStop := firstOf(self+"_stop", stops)
-	hasCErr := firstOf(self+"_counter_error", counterErrs)
 	hasApproval := firstOf(self+"_approval", approvals)
 
 	allow := obj("decision", str("allow"), "rule", `""`, "message", `""`, "counters", counterList, "approval", "null", "shadow", shadow)
@@ -171,9 +167,6 @@ func (g *gen) class(desc, tool string, chain []entry) string {
 	}
 	if hasStop {
 		branch("x := "+self+"_stop", "deny(x.rule, x.message, "+shadow+")")
-	}
-	if hasCErr {
-		branch("x := "+self+"_counter_error", "deny(x.rule, x.message, "+shadow+")")
 	}
 	if hasApproval {
 		branch("a := "+self+"_approval", obj("decision", str("require_approval"), "rule", "a.rule", "message", "a.message",

@@ -107,7 +107,9 @@ func (g *gen) counter(r *ruleGen, id, applies string) {
 	g.p("\tn := ceil(x)")
 	g.p("}")
 	g.p("%s := %s if { %s%s := %s }", r.name("counter"), fields("n"), pre, "n", r.name("amount"))
-	g.p("%s := %s if { %snot %s }", r.name("counter_error"), obj("rule", str(id), "message", str(msgInternalError)), pre, r.name("amount"))
+	g.p("# no amount (missing, not a number, out of range): the host denies the call")
+	g.p("# with %q when it reaches this counter, reserving in turn", msgInternalError)
+	g.p("%s := %s if { %snot %s }", r.name("counter"), fields("null"), pre, r.name("amount"))
 }
 
 func bodyOf(cond string) string {

@@ -105,8 +105,9 @@ func (v *value) in(start int64) int64 {
 // reservation is refused when its counter's current value plus its amount
 // would exceed its limit (a nil limit never refuses), when that sum would
 // leave the int64 range (an increment_from amount can be up to 2^63-1: the
-// sum must not wrap around and let the call through), and when its window
-// is not minute, hour or day (fail closed). On a refusal the
+// sum must not wrap around and let the call through), when it is Invalid
+// (no amount), and when its window is not minute, hour or day (fail
+// closed). On a refusal the
 // reservations already taken are released and Reserve returns the refused
 // one (its Rule and Message say why); release is then nil.
 //
@@ -131,6 +132,9 @@ func (s *Store) Reserve(rs []bundles.Reservation, now time.Time) (release func()
 	for i := range rs {
 		r := &rs[i]
 		start, ok := windowStart(r.Window, now)
+		if ok && r.Invalid {
+			ok = false // no amount: refused in its turn
+		}
 		if ok {
 			sum, fits := add(t.vals[i].in(start), r.Amount)
 			ok = fits && (r.Limit == nil || sum <= *r.Limit)

@@ -197,7 +197,8 @@ func (r *Redis) Close() error {
 
 // reserveScript checks, then takes, a call's reservations. KEYS[i] is
 // reservation i's counter in its window; ARGV holds three values per
-// reservation: the amount, the limit ("" for none, "refuse" for a window
+// reservation: the amount, the limit ("" for none, "refuse" for an
+// invalid reservation (no amount) or a window
 // the store does not know) and the key's time to live in seconds. It
 // returns the 0-based index of the first reservation refused, having
 // written nothing, or -1 having incremented every counter. A sum that
@@ -275,7 +276,7 @@ func (r *Redis) Reserve(rs []bundles.Reservation, now time.Time) (release func()
 	args := make([]any, 0, 3*len(rs))
 	for i := range rs {
 		start, ok := windowStart(rs[i].Window, now)
-		if !ok {
+		if !ok || rs[i].Invalid { // refused in its turn
 			keys[i] = r.prefix + rs[i].Key
 			args = append(args, int64(0), "refuse", int64(0))
 			continue

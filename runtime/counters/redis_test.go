@@ -227,6 +227,23 @@ var semantics = []struct {
 			t.Errorf("l = %d, want 2^62", got)
 		}
 	}},
+	{"a reservation without an amount is refused in its turn", func(t *testing.T, s store) {
+		// An earlier refusal comes first; a later counter is not reached.
+		full := []bundles.Reservation{rsv("m", "day", 1, lim(0))}
+		bad := rsv("n", "day", 0, lim(100))
+		bad.Invalid = true
+		rs := []bundles.Reservation{full[0], bad}
+		if _, refusal := s.Reserve(rs, r0); refusal != &rs[0] {
+			t.Fatalf("got refusal of %s, want m (the earlier counter)", refusedKey(refusal))
+		}
+		rs = []bundles.Reservation{rsv("o", "day", 1, lim(5)), bad, rsv("p", "day", 1, nil)}
+		if _, refusal := s.Reserve(rs, r0); refusal != &rs[1] {
+			t.Fatalf("got refusal of %s, want n (no amount)", refusedKey(refusal))
+		}
+		if got := read(s, "o", "day", r0); got != 0 {
+			t.Errorf("o = %d after the refusal, want 0 (released)", got)
+		}
+	}},
 	{"unknown window refused", func(t *testing.T, s store) {
 		rs := []bundles.Reservation{rsv("i", "hour", 1, nil), rsv("j", "week", 1, nil)}
 		if _, refusal := s.Reserve(rs, r0); refusal != &rs[1] {

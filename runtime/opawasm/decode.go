@@ -48,7 +48,7 @@ func decodeCompactSlow(b []byte, d *bundles.Decision, compact *bundles.Compact) 
 			Decision bundles.Outcome         `json:"decision"`
 			Rule     string                  `json:"rule"`
 			Message  string                  `json:"message"`
-			Counters [][2]wholeNumber        `json:"counters"`
+			Counters [][2]*wholeNumber       `json:"counters"`
 			Approval *bundles.Approval       `json:"approval"`
 			Shadow   []bundles.ShadowOutcome `json:"shadow"`
 		} `json:"result"`
@@ -62,9 +62,17 @@ func decodeCompactSlow(b []byte, d *bundles.Decision, compact *bundles.Compact) 
 	r := rs[0].Result
 	*d = bundles.Decision{Decision: r.Decision, Rule: r.Rule, Message: r.Message, Approval: r.Approval, Shadow: r.Shadow}
 	for _, pair := range r.Counters {
-		c, ok := counterByID(compact, int64(pair[0]), int64(pair[1]))
+		if pair[0] == nil {
+			return fmt.Errorf("%w: a counter without an id", ErrNoDecision)
+		}
+		c, ok := counterByID(compact, int64(*pair[0]), 0)
 		if !ok {
-			return fmt.Errorf("%w: counter id %d is not in the bundle's table of %d", ErrNoDecision, pair[0], len(compact.Counters))
+			return fmt.Errorf("%w: counter id %d is not in the bundle's table of %d", ErrNoDecision, *pair[0], len(compact.Counters))
+		}
+		if pair[1] == nil {
+			c.Invalid = true // no amount: the host denies when it reaches it
+		} else {
+			c.Amount = int64(*pair[1])
 		}
 		d.Counters = append(d.Counters, c)
 	}
@@ -384,14 +392,21 @@ func (p *resultParser) counters(d *bundles.Decision) bool {
 			if !ok || !p.eat(',') {
 				return false
 			}
-			amount, ok := p.int()
-			if !ok || !p.eat(']') {
+			var amount int64
+			invalid := p.null() // no amount: the host denies when it reaches it
+			if !invalid {
+				if amount, ok = p.int(); !ok {
+					return false
+				}
+			}
+			if !p.eat(']') {
 				return false
 			}
 			c, ok := counterByID(p.compact, id, amount)
 			if !ok {
 				return false
 			}
+			c.Invalid = invalid
 			d.Counters = append(d.Counters, c)
 			if p.eat(',') {
 				continue
@@ -407,6 +422,7 @@ func (p *resultParser) counters(d *bundles.Decision) bool {
 				return 1, ok
 			case "amount":
 				if p.null() {
+					r.Invalid = true
 					return 2, true
 				}
 				r.Amount, ok = p.int()

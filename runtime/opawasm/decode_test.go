@@ -32,6 +32,8 @@ func TestDecodeResult(t *testing.T) {
 		{"bad outcome", `[{"result":{"decision":"maybe"}}]`, bundles.Decision{}, ErrNoDecision},
 		{"not an object", `[{"result":"allow"}]`, bundles.Decision{}, ErrNoDecision},
 		{"float amount", `[{"result":{"decision":"allow","counters":[{"amount":1.5}]}}]`, bundles.Decision{}, ErrNoDecision},
+		{"no amount", `[{"result":{"decision":"allow","counters":[{"key":"k","amount":null}]}}]`,
+			bundles.Decision{Decision: bundles.Allow, Counters: []bundles.Reservation{{Key: "k", Invalid: true}}}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -61,6 +63,7 @@ func FuzzDecodeResult(f *testing.F) {
 		`[{"result":{"decision":"allow","rule":"","message":"","counters":[],"approval":null,"shadow":[]}}]`,
 		`[{"result":{"decision":"require_approval","rule":"r","approval":{"rule":"r","timeout_seconds":1800},"shadow":[{"would":"deny","rule":"x","message":"y"}]}}]`,
 		`[{"result":{"decision":"allow","counters":[{"key":"k","amount":2,"limit":5,"window":"hour","rule":"r","message":"m"}]}}]`,
+		`[{"result":{"decision":"allow","counters":[{"key":"k","amount":null,"limit":5,"window":"hour","rule":"r","message":"m"},{"key":"j","limit":null}]}}]`,
 		`[]`, `[{"result":null}]`,
 	} {
 		f.Add([]byte(s))
@@ -94,11 +97,12 @@ func TestDecodeCompactExponentAmount(t *testing.T) {
 		{"9.223372036854775e+18", 9223372036854775000, true},
 		{"1e+18", 1000000000000000000, true},
 		{"-2.5e1", -25, true}, {"1.5", 0, false}, {"9.3e+18", 0, false}, {`"5"`, 0, false},
+		{"null", 0, true}, // no amount: Invalid, checked below
 		{"1e999999999999999999999999999999999999999", 0, false},
 	} {
 		var d bundles.Decision
 		err := decodeResultInterned([]byte(`[{"result":{"decision":"allow","counters":[[0,`+tt.amount+`]]}}]`), &d, nil, compact)
-		if tt.ok != (err == nil) || tt.ok && (len(d.Counters) != 1 || d.Counters[0].Amount != tt.want || d.Counters[0].Key != "t.spent") {
+		if tt.ok != (err == nil) || tt.ok && (len(d.Counters) != 1 || d.Counters[0].Amount != tt.want || d.Counters[0].Key != "t.spent" || d.Counters[0].Invalid != (tt.amount == "null")) {
 			t.Errorf("amount %s: got %+v, %v; want %d (ok %v)", tt.amount, d.Counters, err, tt.want, tt.ok)
 		}
 	}

@@ -73,7 +73,7 @@ func (p *Policy) decideApproval(ctx context.Context, in *bundles.Input, d *bundl
 	}
 	release, refusal := p.counters.Reserve(d.Counters, start)
 	if refusal != nil {
-		v.Rule, v.Message = refusal.Rule, refusal.Message
+		v.Rule, v.Message = refusal.Rule, refusalMessage(refusal)
 		return bundles.Deny, nil
 	}
 	req, used, err := p.approvals.Consume(ctx, b)

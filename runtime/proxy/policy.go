@@ -265,7 +265,7 @@ func (p *Policy) decideOnce(ctx context.Context, in *bundles.Input, hold bool) (
 		release, refusal = p.counters.Reserve(d.Counters, start)
 		if refusal != nil {
 			outcome = bundles.Deny
-			v.Rule, v.Message = refusal.Rule, refusal.Message
+			v.Rule, v.Message = refusal.Rule, refusalMessage(refusal)
 			if v.DecisionID == "" {
 				v.DecisionID = newDecisionID()
 			}
@@ -327,6 +327,19 @@ func (p *Policy) decideOnce(ctx context.Context, in *bundles.Input, hold bool) (
 		}
 	}
 	return v, reported(err, outcome)
+}
+
+// msgInternalError is the message of a call whose counter has no amount
+// (docs/semantics-choices.md, choice 8), as PolicyLayer answers it.
+const msgInternalError = "Internal policy error"
+
+// refusalMessage is what a call refused by counter r is told: r's message,
+// or msgInternalError for a counter without an amount.
+func refusalMessage(r *bundles.Reservation) string {
+	if r.Invalid {
+		return msgInternalError
+	}
+	return r.Message
 }
 
 // reported is the outcome WithDecided hears: "error" when the policy could

@@ -485,3 +485,27 @@ func TestDecidedOutcome(t *testing.T) {
 		t.Errorf("outcomes %v, want %v", got, want)
 	}
 }
+
+// TestInvalidCounterInTurn: a counter without an amount (its
+// increment_from argument missing) denies the call with "Internal policy
+// error" when reservation reaches it; an earlier counter's refusal comes
+// first, as counters are reserved in turn (policy.md §3).
+func TestInvalidCounterInTurn(t *testing.T) {
+	now := time.Date(2026, 5, 1, 12, 0, 30, 0, time.UTC)
+	rate := bundles.Reservation{Key: "t._rate_minute", Amount: 1, Limit: limit(1), Window: "minute", Rule: "p#t/rate", Message: "Rate limit reached."}
+	spend := bundles.Reservation{Key: "t.spent", Limit: limit(100), Window: "day", Rule: "p#t/spend", Message: "budget", Invalid: true}
+	store := counters.New()
+	ev := &fakeEval{d: bundles.Decision{Decision: bundles.Allow, Counters: []bundles.Reservation{rate, spend}}}
+	p := NewPolicy(ev, WithCounters(store), WithClock(func() time.Time { return now }), WithLogger(quiet))
+	in := &bundles.Input{Tool: "t", Arguments: []byte(`{}`)}
+	if v := p.Decide(context.Background(), in); v.Allow || v.Rule != "p#t/spend" || v.Message != "Internal policy error" {
+		t.Fatalf("no amount: got %+v, want a deny by p#t/spend with Internal policy error", v)
+	}
+	if got := store.State(nil, []bundles.Reservation{rate}, now)[0].Value; got != 0 {
+		t.Errorf("the rate counter holds %d after the refusal, want 0 (released)", got)
+	}
+	store.Reserve([]bundles.Reservation{rate}, now) // the rate counter at its limit
+	if v := p.Decide(context.Background(), in); v.Allow || v.Rule != "p#t/rate" || v.Message != "Rate limit reached." {
+		t.Fatalf("rate at its limit, then no amount: got %+v, want the rate's refusal first", v)
+	}
+}

@@ -143,7 +143,7 @@ tools:
           - {path: state.pay.spent, op: lte, value: 1000}
 `,
 		input: `{"server":"github","tool":{"name":"pay"},"arguments":{"amount":1e21}}`,
-		want:  `{"decision":"deny","rule":"policies/github.yaml#pay/spend","message":"Internal policy error","counters":null,"approval":null,"shadow":null}`,
+		want:  `{"decision":"allow","rule":"","message":"","counters":[{"key":"pay.spent","amount":null,"limit":1000,"window":"day","rule":"policies/github.yaml#pay/spend","message":"Rate limit exceeded for spend"}],"approval":null,"shadow":null}`,
 	},
 }
 

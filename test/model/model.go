@@ -169,14 +169,12 @@ func DecideDeviating(set *policy.Set, input Input, dev Deviation) bundles.Decisi
 		}
 	}
 
-	// Step 4: the counters to reserve, in chain order.
+	// Step 4: the counters to reserve, in chain order. One without an
+	// amount is listed as invalid: the host, reserving in turn, denies
+	// the call with "Internal policy error" when it reaches it (an earlier
+	// counter's refusal comes first, as in PolicyLayer's reservation).
 	for _, l := range counted {
-		res, ok := reservation(l, in.Input)
-		if !ok {
-			d.Counters = nil
-			return deny(l.id(), msgInternalError)
-		}
-		d.Counters = append(d.Counters, res)
+		d.Counters = append(d.Counters, reservation(l, in.Input))
 	}
 
 	if approval != nil {
@@ -257,28 +255,30 @@ func listed(srv *policy.Server, tool string) bool {
 }
 
 // reservation is what an enforced counting rule asks the host to reserve;
-// false when its increment_from argument is missing or not a number.
-func reservation(l link, in *Input) (bundles.Reservation, bool) {
+// Invalid when its increment_from argument is missing or not a number
+// within the int64 range (choice 8).
+func reservation(l link, in *Input) bundles.Reservation {
 	st := l.rule.State
-	amount := st.Increment
+	res := bundles.Reservation{
+		Key: policy.CounterKey(l.key, st.Counter), Amount: st.Increment, Window: st.Window,
+		Rule: l.id(), Message: regogen.CounterMessage(l.rule), Limit: limit(l),
+	}
 	if st.IncrementFrom != "" {
+		res.Amount = 0
 		v, ok := walk(in.Arguments, strings.TrimPrefix(st.IncrementFrom, "args."))
 		n, isNum := number(v)
 		if !ok || !isNum {
-			return bundles.Reservation{}, false
+			res.Invalid = true
+			return res
 		}
 		q := new(big.Int).Quo(n.Num(), n.Denom()) // truncated toward zero
 		if !q.IsInt64() {
-			return bundles.Reservation{}, false
+			res.Invalid = true
+			return res
 		}
-		amount = q.Int64()
+		res.Amount = q.Int64()
 	}
-	res := bundles.Reservation{
-		Key: policy.CounterKey(l.key, st.Counter), Amount: amount, Window: st.Window,
-		Rule: l.id(), Message: regogen.CounterMessage(l.rule),
-	}
-	res.Limit = limit(l)
-	return res, true
+	return res
 }
 
 // limit is the most a counter may reach (§3 "Counters"): the number in its

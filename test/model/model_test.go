@@ -159,8 +159,13 @@ tools:
 				{Key: "create_issue._rate_hour", Amount: 1, Limit: &limit5, Window: "hour", Rule: "policies/github.yaml#create_issue/hourly issue limit", Message: "Rate limit of 5 per hour reached. Try again later."},
 				spend(-2),
 			}}},
+		// No amount: the counter is listed as invalid, in its turn; the
+		// host denies the call when it reaches it (choice 8).
 		{"no amount", `{"server": "github", "tool": {"name": "create_issue"}, "arguments": {"amount": "3"}}`,
-			bundles.Decision{Decision: bundles.Deny, Rule: "policies/github.yaml#*/spend", Message: "Internal policy error"}},
+			bundles.Decision{Decision: bundles.Allow, Counters: []bundles.Reservation{
+				{Key: "create_issue._rate_hour", Amount: 1, Limit: &limit5, Window: "hour", Rule: "policies/github.yaml#create_issue/hourly issue limit", Message: "Rate limit of 5 per hour reached. Try again later."},
+				func() bundles.Reservation { r := spend(0); r.Invalid = true; return r }(),
+			}}},
 		{"deny beats approval", `{"server": "github", "tool": {"name": "delete_repo"}, "arguments": {"repo": "prod"}}`,
 			bundles.Decision{Decision: bundles.Deny, Rule: "policies/github.yaml#delete_repo/no prod", Message: "Not prod.", Shadow: shadow}},
 		{"approval", `{"server": "github", "tool": {"name": "delete_repo"}, "arguments": {"repo": "dev", "amount": 1}}`,

@@ -150,6 +150,9 @@ func (s *paritySim) expect(c parityCall, args string) want {
 	// nothing is spent.
 	reserved := map[string]int64{}
 	for _, r := range d.Counters {
+		if r.Invalid { // no amount: refused in its turn (choice 8)
+			return want{kind: "deny", rule: r.Rule, message: "Internal policy error"}
+		}
 		next := s.counters[r.Key] + reserved[r.Key] + r.Amount
 		if r.Limit != nil && next > *r.Limit {
 			return want{kind: "deny", rule: r.Rule, message: r.Message}
@@ -484,7 +487,7 @@ func (s *paritySim) moves(c parityCall, key string) bool {
 	}
 	reserved := map[string]int64{}
 	for _, r := range d.Counters {
-		if r.Limit != nil && s.counters[r.Key]+reserved[r.Key]+r.Amount > *r.Limit {
+		if r.Invalid || r.Limit != nil && s.counters[r.Key]+reserved[r.Key]+r.Amount > *r.Limit {
 			return false
 		}
 		reserved[r.Key] += r.Amount

@@ -415,3 +415,50 @@ func TestServerFromPolicies(t *testing.T) {
 		t.Errorf("stderr does not say --server is needed and name the servers:\n%s", got)
 	}
 }
+
+// TestCountersInTurn: counters are reserved in turn (policy.md §3): a call
+// whose increment_from argument is missing is told "Internal policy
+// error", unless an earlier counter refuses it first, as PolicyLayer's
+// reservation answers.
+func TestCountersInTurn(t *testing.T) {
+	dir := t.TempDir()
+	policy := `version: "1"
+tools:
+  spend:
+    rules:
+      - name: hourly
+        rate_limit: 1/hour
+      - name: budget
+        state: {counter: spent, window: day, increment_from: args.amount}
+        conditions: [{path: state.spend.spent, op: lte, value: 1000}]
+        on_deny: budget spent
+`
+	if err := os.WriteFile(filepath.Join(dir, "budget.yaml"), []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for attempt := 0; ; attempt++ {
+		hour := time.Now().UTC().Truncate(time.Hour)
+		p := startRaw(t, []string{"proxy", "--policy", dir, "--state", "memory", "--admin", ""}, anyserverBin(t), "-tool", "spend")
+		p.initialize()
+		var got []string
+		for _, args := range []string{`{}`, `{"amount":5}`, `{}`} {
+			c, ok := p.callTool("spend", args).callResult()
+			switch {
+			case !ok:
+				got = append(got, "error")
+			case c.IsError:
+				got = append(got, "denied: "+c.text())
+			default:
+				got = append(got, "allowed")
+			}
+		}
+		if !time.Now().UTC().Truncate(time.Hour).Equal(hour) && attempt == 0 {
+			continue // the hour turned mid-test
+		}
+		want := []string{"denied: Internal policy error", "allowed", "denied: Rate limit of 1 per hour reached. Try again later."}
+		if !slices.Equal(got, want) {
+			t.Errorf("calls without an amount, with one, without one again: got %q, want %q", got, want)
+		}
+		return
+	}
+}
