@@ -1,6 +1,7 @@
 package bundles
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
@@ -210,13 +211,20 @@ type reservationJSON struct {
 	Message string `json:"message"`
 }
 
-// MarshalJSON writes r with "amount": null when it is Invalid.
+// MarshalJSON writes r with "amount": null when it is Invalid. Its strings
+// are not HTML-escaped: an encoder that escapes does so over the result.
 func (r Reservation) MarshalJSON() ([]byte, error) {
 	j := reservationJSON{Key: r.Key, Limit: r.Limit, Window: r.Window, Rule: r.Rule, Message: r.Message}
 	if !r.Invalid {
 		j.Amount = &r.Amount
 	}
-	return json.Marshal(j)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(j); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // UnmarshalJSON reads r; "amount": null makes it Invalid (no amount at

@@ -1,6 +1,7 @@
 package bundles
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
 	"math/big"
@@ -61,4 +62,31 @@ func FuzzNumbersAsFloat64(f *testing.F) {
 			t.Fatalf("%s: written %s, whose value is not that of the float64 %s", num, got.X[0], strconv.FormatFloat(fl, 'g', -1, 64))
 		}
 	})
+}
+
+// TestReservationJSON: a reservation reads back as written, "amount": null
+// when Invalid, and its strings are not HTML-escaped (toolgate eval prints
+// messages as written).
+func TestReservationJSON(t *testing.T) {
+	five := int64(5)
+	for _, r := range []Reservation{
+		{Key: "t.a", Amount: 3, Limit: &five, Window: "day", Rule: "p#t/a", Message: "spend <= 1000 & more"},
+		{Key: "t.b", Window: "hour", Rule: "p#t/b", Message: "m", Invalid: true},
+	} {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var enc bytes.Buffer
+		e := json.NewEncoder(&enc)
+		e.SetEscapeHTML(false)
+		e.Encode(r)
+		if r.Invalid != bytes.Contains(b, []byte(`"amount":null`)) || bytes.Contains(enc.Bytes(), []byte(`\u003c`)) {
+			t.Errorf("%+v: marshalled %s / %s", r, b, enc.Bytes())
+		}
+		var got Reservation
+		if err := json.Unmarshal(b, &got); err != nil || got.Invalid != r.Invalid || got.Amount != r.Amount || got.Message != r.Message || (got.Limit == nil) != (r.Limit == nil) {
+			t.Errorf("%+v read back as %+v (%v)", r, got, err)
+		}
+	}
 }

@@ -296,7 +296,7 @@ func (r *Redis) Reserve(rs []bundles.Reservation, now time.Time) (release func()
 	case err != nil:
 		r.failed("reserve", err)
 		if r.failOpen {
-			return func() {}, nil
+			return failOpen(rs)
 		}
 		return nil, &bundles.Reservation{Message: redisUnavailable}
 	case refused >= 0 && refused < int64(len(rs)):
@@ -305,7 +305,7 @@ func (r *Redis) Reserve(rs []bundles.Reservation, now time.Time) (release func()
 	case refused != -1:
 		r.failed("reserve", fmt.Errorf("reservation script answered %d for %d reservations", refused, len(rs)))
 		if r.failOpen {
-			return func() {}, nil
+			return failOpen(rs)
 		}
 		return nil, &bundles.Reservation{Message: redisUnavailable}
 	}
@@ -420,3 +420,16 @@ var _ interface {
 	State(dst []bundles.CounterValue, table []bundles.Reservation, now time.Time) []bundles.CounterValue
 	io.Closer
 } = (*Redis)(nil)
+
+// failOpen is Reserve's answer while Redis is unavailable and the store is
+// configured to let counted calls through uncounted: it still refuses what
+// no counter value could let through — a reservation without an amount, or
+// in a window the store does not know.
+func failOpen(rs []bundles.Reservation) (func(), *bundles.Reservation) {
+	for i := range rs {
+		if _, ok := windowStart(rs[i].Window, time.Now()); rs[i].Invalid || !ok {
+			return nil, &rs[i]
+		}
+	}
+	return func() {}, nil
+}

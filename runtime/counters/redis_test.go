@@ -505,6 +505,14 @@ func TestRedisFailOpen(t *testing.T) {
 		}
 		release()
 	}
+	// Failing open lets counted calls through uncounted, never a call no
+	// count could let through: a reservation without an amount.
+	bad := rsv("b", "hour", 0, lim(100))
+	bad.Invalid = true
+	withBad := []bundles.Reservation{rs[0], bad}
+	if release, refusal := s.Reserve(withBad, now); release != nil || refusal != &withBad[1] {
+		t.Fatalf("fail open with a reservation without an amount: got release %t, refusal %+v; want b refused", release != nil, refusal)
+	}
 	if n := strings.Count(logs.String(), "unavailable"); n != 1 || !strings.Contains(logs.String(), "fail open") {
 		t.Errorf("want one line saying calls are allowed uncounted, got:\n%s", logs.String())
 	}
