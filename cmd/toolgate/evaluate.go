@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -34,15 +35,22 @@ func testCmd() *cobra.Command {
 			if len(files) == 0 {
 				return problemError{fmt.Errorf("no policy tests (*_test.yaml) under %v", args)}
 			}
+			// A test file that cannot be read counts as one failed case,
+			// reported on its own line: the output still ends with the
+			// summary line (policy.md §7).
 			var tests []*policytest.File
+			var broken []string
 			for _, f := range files {
 				data, err := os.ReadFile(f)
-				if err != nil {
-					return err
+				var tf *policytest.File
+				if err == nil {
+					tf, err = policytest.Parse(f, data)
 				}
-				tf, err := policytest.Parse(f, data)
 				if err != nil {
-					return problemError{err}
+					// One line: the error names the file (yaml's may span lines).
+					msg := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+					broken = append(broken, "FAIL "+msg)
+					continue
 				}
 				tests = append(tests, tf)
 			}
@@ -63,13 +71,17 @@ func testCmd() *cobra.Command {
 			if err != nil {
 				return problemError{err}
 			}
+			for _, b := range broken {
+				fmt.Fprintln(cmd.OutOrStdout(), b)
+			}
 			for _, r := range results {
 				if r.Failed {
 					fmt.Fprintln(cmd.OutOrStdout(), r)
 				}
 			}
-			line, failed := policytest.Summary(results)
-			fmt.Fprintln(cmd.OutOrStdout(), line)
+			_, failed := policytest.Summary(results)
+			failed += len(broken)
+			fmt.Fprintf(cmd.OutOrStdout(), "%d passed, %d failed\n", len(results)+len(broken)-failed, failed)
 			if failed > 0 {
 				return problemError{}
 			}

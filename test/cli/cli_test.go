@@ -437,3 +437,18 @@ func TestLayoutSignatures(t *testing.T) {
 		t.Fatalf("verify with a signature manifest linked to /dev/zero: exit %d, %q; want 1", r.code, r.stderr)
 	}
 }
+
+// TestBrokenTestFile: a test file that cannot be read is one failed case,
+// on its own line, and the output still ends with the summary (policy.md
+// §7); the other files' cases run.
+func TestBrokenTestFile(t *testing.T) {
+	dir := t.TempDir()
+	writePolicy(t, dir, "5/hour")
+	os.WriteFile(filepath.Join(dir, "policies", "github_test.yaml"), []byte("server: github\ncases:\n  - {name: ok, tool: create_issue, expect: allow}\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "policies", "bad_test.yaml"), []byte("server: github\ncases:\n  - {name: x, tol: create_issue}\n"), 0o644)
+	r := run(t, dir, nil, "test")
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if r.code != 1 || len(lines) != 2 || !strings.HasPrefix(lines[0], "FAIL policies/bad_test.yaml") || lines[1] != "1 passed, 1 failed" {
+		t.Fatalf("exit %d, stdout %q; want a FAIL line for bad_test.yaml and 1 passed, 1 failed", r.code, r.stdout)
+	}
+}
