@@ -8,8 +8,10 @@ import (
 	"math"
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // lit returns v as a Rego (JSON) literal.
@@ -107,20 +109,75 @@ func eqAlternatives(x string, v any) []string {
 // regexp reads it, policy.md §3) in a form the RE2 inside OPA's Wasm
 // reads the same way. That RE2 is older than Go's regexp: it refuses the
 // (?<name>…) spelling of a named group, so the call was denied, and its
-// Unicode tables lack the newest characters and scripts (\pL, \p{Kawi}).
-// A pattern using either is written out by Go's own parser: named groups
-// as (?P<name>…), Unicode classes as the explicit ranges of Go's tables.
-// Any other pattern is left as the policy wrote it. Lint has compiled the
+// Unicode tables lack the newest characters, scripts and case foldings
+// (\pL, \p{Kawi}, (?i)Ꟁ). A pattern using any of them is written out by
+// Go's own parser: named groups as (?P<name>…), Unicode classes as the
+// explicit ranges of Go's tables, literals matched ignoring case beyond
+// ASCII as classes of their case-folding orbits. Any other pattern is left
+// as the policy wrote it. Lint has compiled the
 // pattern with Go's regexp; one that does not parse is returned unchanged.
 func wasmPattern(p string) string {
-	if !strings.Contains(p, "(?<") && !strings.Contains(p, `\p`) && !strings.Contains(p, `\P`) {
-		return p
-	}
 	re, err := syntax.Parse(p, syntax.Perl)
 	if err != nil {
 		return p
 	}
+	folds := foldsBeyondASCII(re)
+	if !folds && !strings.Contains(p, "(?<") && !strings.Contains(p, `\p`) && !strings.Contains(p, `\P`) {
+		return p
+	}
+	if folds {
+		expandFolds(re)
+	}
 	return re.String()
+}
+
+// foldsBeyondASCII reports whether re matches a literal ignoring case (?i)
+// with a character beyond ASCII, whose case folding RE2's older tables may
+// not know (Unicode 14's Ꟁ/ꟁ).
+func foldsBeyondASCII(re *syntax.Regexp) bool {
+	if re.Op == syntax.OpLiteral && re.Flags&syntax.FoldCase != 0 {
+		for _, r := range re.Rune {
+			if r >= 0x80 {
+				return true
+			}
+		}
+	}
+	for _, sub := range re.Sub {
+		if foldsBeyondASCII(sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// expandFolds replaces each literal matched ignoring case with classes of
+// each character's case-folding orbit, by Go's tables: the pattern then
+// needs no folding from the engine that runs it.
+func expandFolds(re *syntax.Regexp) {
+	for _, sub := range re.Sub {
+		expandFolds(sub)
+	}
+	if re.Op != syntax.OpLiteral || re.Flags&syntax.FoldCase == 0 {
+		return
+	}
+	subs := make([]*syntax.Regexp, 0, len(re.Rune))
+	for _, r := range re.Rune {
+		orbit := []rune{r}
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			orbit = append(orbit, f)
+		}
+		slices.Sort(orbit)
+		class := make([]rune, 0, 2*len(orbit))
+		for _, o := range orbit {
+			class = append(class, o, o)
+		}
+		subs = append(subs, &syntax.Regexp{Op: syntax.OpCharClass, Rune: class})
+	}
+	if len(subs) == 1 {
+		*re = *subs[0]
+		return
+	}
+	*re = syntax.Regexp{Op: syntax.OpConcat, Sub: subs}
 }
 
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)

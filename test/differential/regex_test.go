@@ -15,11 +15,12 @@ import (
 // TestRegexAsGoReadsIt: a regex condition matches in the Wasm bundle
 // exactly where Go's regexp matches (policy.md §3: RE2 syntax as Go reads
 // it), for the patterns the older RE2 inside OPA's Wasm reads otherwise: a
-// (?<name>) group (refused there, so every call was denied) and Unicode
-// classes holding characters newer than its tables.
+// (?<name>) group (refused there, so every call was denied), Unicode
+// classes holding characters newer than its tables, and case folding of
+// such characters under (?i).
 func TestRegexAsGoReadsIt(t *testing.T) {
-	patterns := []string{`^/srv/(?<team>[a-z]+)/`, `^\pL+$`, `^\p{Kawi}`, `\PL`, `^(?<a>x)(?P<b>y)?$`, `^[\p{Greek}\d]+$`}
-	values := []string{"/srv/payments/x", "/srv/Pay/x", "\U0001e4d0", "\U0001e4d0\U0001e4d1", "\U00011f00", "abc", "ab1", "x", "xy", "αβ1", "", "\U00011f00 "}
+	patterns := []string{"(?i)^\U0000A7C0$", "(?i)^\U00010570", "(?i)straße", "(?i)^\u01C5$", `(?i)^a\x{A7C0}b[c-e]$`, `^/srv/(?<team>[a-z]+)/`, `^\pL+$`, `^\p{Kawi}`, `\PL`, `^(?<a>x)(?P<b>y)?$`, `^[\p{Greek}\d]+$`}
+	values := []string{"A\U0000A7C1BD", "a\U0000A7C0bf", "\U0000A7C1", "\U0000A7C0", "\U00010597", "STRASSE", "STRAẞE", "straße", "\u01C4", "\u01C6", "/srv/payments/x", "/srv/Pay/x", "\U0001e4d0", "\U0001e4d0\U0001e4d1", "\U00011f00", "abc", "ab1", "x", "xy", "αβ1", "", "\U00011f00 "}
 	ctx := context.Background()
 	for _, pat := range patterns {
 		src := "version: \"1\"\ntools:\n  t:\n    rules:\n      - name: match\n        conditions: [{path: args.s, op: regex, value: " + q(pat) + "}]\n"
