@@ -64,6 +64,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzMembers -fuzztime $(FUZZTIME) ./runtime/proxy/
 	$(GO) test -run '^$$' -fuzz FuzzGrantsFile -fuzztime $(FUZZTIME) ./runtime/identity/
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) ./runtime/audit/
+	$(GO) test -run '^$$' -fuzz FuzzWrite -fuzztime $(FUZZTIME) ./runtime/audit/
+	$(GO) test -run '^$$' -fuzz FuzzNumbersAsFloat64 -fuzztime $(FUZZTIME) ./bundles/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeResult -fuzztime $(FUZZTIME) ./runtime/opawasm/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./bundles/pin/
 
 clean:
 	rm -rf bin
