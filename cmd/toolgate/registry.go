@@ -234,7 +234,7 @@ func verifyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "verified: %s\n", d)
+			fmt.Fprintln(cmd.OutOrStdout(), d) // the result: the digest verified
 			return nil
 		},
 	}

@@ -371,7 +371,9 @@ func TestLayoutSignatures(t *testing.T) {
 	if !strings.HasPrefix(signed, "oci:"+layoutDir+"@sha256:") {
 		t.Fatalf("push printed %q, want oci:DIR@sha256:…", signed)
 	}
-	must(t, run(t, dir, env, "verify", signed, "--key", "cosign.pub"), "verify")
+	if got := must(t, run(t, dir, env, "verify", signed, "--key", "cosign.pub"), "verify"); got != signed {
+		t.Errorf("verify printed %q, want the digest verified, %s (results on stdout)", got, signed)
+	}
 	must(t, run(t, dir, env, "verify", signed, "--key", "other.pub", "--key", "cosign.pub"), "verify with two keys")
 	if r := run(t, dir, env, "verify", signed, "--key", "other.pub"); r.code != 1 || !strings.Contains(r.stderr, "not signed by any trusted key") {
 		t.Fatalf("verify with a key that did not sign: exit %d, %q; want 1", r.code, r.stderr)
