@@ -1,10 +1,8 @@
 package sign
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -21,8 +19,6 @@ import (
 	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
 	"github.com/sigstore/sigstore/pkg/signature"
-	"github.com/sigstore/sigstore/pkg/signature/options"
-	"github.com/sigstore/sigstore/pkg/signature/payload"
 )
 
 // Bundles in an OCI image layout on disk (oci:DIR) are signed as in a
@@ -77,15 +73,7 @@ func SignLayout(ctx context.Context, dir string, h v1.Hash, privPEM, password []
 	if len(existing) >= maxLayoutSignatures {
 		return fmt.Errorf("signing %s: the layout holds %d signatures already", what, len(existing))
 	}
-	pl, err := payload.Cosign{Image: d}.MarshalJSON()
-	if err != nil {
-		return fmt.Errorf("signing %s: payload: %w", what, err)
-	}
-	raw, err := sv.SignMessage(bytes.NewReader(pl), options.WithContext(ctx))
-	if err != nil {
-		return fmt.Errorf("signing %s: %w", what, err)
-	}
-	sig, err := static.NewSignature(pl, base64.StdEncoding.EncodeToString(raw))
+	sig, err := newSignature(ctx, sv, d)
 	if err != nil {
 		return fmt.Errorf("signing %s: %w", what, err)
 	}

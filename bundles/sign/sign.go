@@ -92,15 +92,7 @@ func Sign(ctx context.Context, d name.Digest, privPEM, password []byte, opts ...
 		return fmt.Errorf("signing %s: reading manifest: %w", d, err)
 	}
 
-	p, err := payload.Cosign{Image: d}.MarshalJSON()
-	if err != nil {
-		return fmt.Errorf("signing %s: payload: %w", d, err)
-	}
-	raw, err := sv.SignMessage(bytes.NewReader(p), options.WithContext(ctx))
-	if err != nil {
-		return fmt.Errorf("signing %s: %w", d, err)
-	}
-	sig, err := static.NewSignature(p, base64.StdEncoding.EncodeToString(raw))
+	sig, err := newSignature(ctx, sv, d)
 	if err != nil {
 		return fmt.Errorf("signing %s: %w", d, err)
 	}
@@ -112,6 +104,19 @@ func Sign(ctx context.Context, d name.Digest, privPEM, password []byte, opts ...
 		return fmt.Errorf("signing %s: writing signature: %w", d, err)
 	}
 	return nil
+}
+
+// newSignature signs cosign's simple-signing payload naming d with sv.
+func newSignature(ctx context.Context, sv signature.Signer, d name.Digest) (oci.Signature, error) {
+	p, err := payload.Cosign{Image: d}.MarshalJSON()
+	if err != nil {
+		return nil, fmt.Errorf("payload: %w", err)
+	}
+	raw, err := sv.SignMessage(bytes.NewReader(p), options.WithContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return static.NewSignature(p, base64.StdEncoding.EncodeToString(raw))
 }
 
 // Verify succeeds when at least one signature in d's sha256-<hex>.sig tag was
