@@ -201,6 +201,11 @@ type ShadowOutcome struct {
 	Message string `json:"message"`
 }
 
+// MsgNoAmount is what a call is told when reservation reaches a counter
+// marked Invalid (docs/semantics-choices.md, choice 8), as PolicyLayer
+// answers a missing or non-numeric increment_from argument.
+const MsgNoAmount = "Internal policy error"
+
 // reservationJSON is a Reservation as JSON: amount null when Invalid.
 type reservationJSON struct {
 	Key     string `json:"key"`

@@ -229,7 +229,7 @@ func asHostDecides(d bundles.Decision) bundles.Decision {
 	}
 	for _, c := range d.Counters {
 		if c.Invalid {
-			return bundles.Decision{Decision: bundles.Deny, Rule: c.Rule, Message: "Internal policy error", Shadow: d.Shadow}
+			return bundles.Decision{Decision: bundles.Deny, Rule: c.Rule, Message: bundles.MsgNoAmount, Shadow: d.Shadow}
 		}
 	}
 	return d

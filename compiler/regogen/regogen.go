@@ -28,11 +28,6 @@ import (
 	"github.com/toolgate/toolgate/compiler/policy"
 )
 
-// Messages the generated policy gives, after PolicyLayer's proxy.
-const (
-	msgInternalError = "Internal policy error"
-)
-
 // RuleID names a rule in decisions: "FILE#KEY/NAME".
 func RuleID(f *policy.File, key, name string) string { return f.Path + "#" + key + "/" + name }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/toolgate/toolgate/bundles"
 	"github.com/toolgate/toolgate/compiler/policy"
 )
 
@@ -108,7 +109,7 @@ func (g *gen) counter(r *ruleGen, id, applies string) {
 	g.p("}")
 	g.p("%s := %s if { %s%s := %s }", r.name("counter"), fields("n"), pre, "n", r.name("amount"))
 	g.p("# no amount (missing, not a number, out of range): the host denies the call")
-	g.p("# with %q when it reaches this counter, reserving in turn", msgInternalError)
+	g.p("# with %q when it reaches this counter, reserving in turn", bundles.MsgNoAmount)
 	g.p("%s := %s if { %snot %s }", r.name("counter"), fields("null"), pre, r.name("amount"))
 }
 

@@ -329,15 +329,11 @@ func (p *Policy) decideOnce(ctx context.Context, in *bundles.Input, hold bool) (
 	return v, reported(err, outcome)
 }
 
-// msgInternalError is the message of a call whose counter has no amount
-// (docs/semantics-choices.md, choice 8), as PolicyLayer answers it.
-const msgInternalError = "Internal policy error"
-
 // refusalMessage is what a call refused by counter r is told: r's message,
-// or msgInternalError for a counter without an amount.
+// or bundles.MsgNoAmount for a counter without an amount.
 func refusalMessage(r *bundles.Reservation) string {
 	if r.Invalid {
-		return msgInternalError
+		return bundles.MsgNoAmount
 	}
 	return r.Message
 }

@@ -64,9 +64,6 @@ func ParseInput(data []byte) (Input, error) {
 	}, nil
 }
 
-// msgInternalError is the message of choice 8.
-const msgInternalError = "Internal policy error"
-
 // link is one rule of a call's chain, with the file and tools key it sits under.
 type link struct {
 	file *policy.File
