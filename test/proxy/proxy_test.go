@@ -346,8 +346,7 @@ func TestUpstreamExitFailsProxy(t *testing.T) {
 // wrap around to a negative count that lets this call and every later one
 // through. Memory and disk stores alike.
 func TestHugeIncrementRefused(t *testing.T) {
-	dir := t.TempDir()
-	policy := `version: "1"
+	dir := policyDir(t, "budget.yaml", `version: "1"
 tools:
   spend:
     rules:
@@ -355,10 +354,7 @@ tools:
         state: {counter: spent, window: day, increment_from: args.amount}
         conditions: [{path: state.spend.spent, op: lte, value: 1000}]
         on_deny: budget spent
-`
-	if err := os.WriteFile(filepath.Join(dir, "budget.yaml"), []byte(policy), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`)
 	for _, state := range []string{"memory", "disk"} {
 		t.Run(state, func(t *testing.T) {
 			for attempt := 0; ; attempt++ {
@@ -367,18 +363,7 @@ tools:
 					"--state-dir", filepath.Join(t.TempDir(), "state"), "--admin", ""}
 				p := startRaw(t, args, anyserverBin(t), "-tool", "spend")
 				p.initialize()
-				var got []string
-				for _, amount := range []string{"900", "9223372036854775000", "101", "100"} {
-					c, ok := p.callTool("spend", `{"amount":`+amount+`}`).callResult()
-					switch {
-					case !ok:
-						got = append(got, "error")
-					case c.IsError:
-						got = append(got, "denied: "+c.text())
-					default:
-						got = append(got, "allowed")
-					}
-				}
+				got := outcomes(p, "spend", `{"amount":900}`, `{"amount":9223372036854775000}`, `{"amount":101}`, `{"amount":100}`)
 				if !time.Now().UTC().Truncate(24*time.Hour).Equal(day) && attempt == 0 {
 					continue // the day turned mid-test
 				}
@@ -421,8 +406,7 @@ func TestServerFromPolicies(t *testing.T) {
 // error", unless an earlier counter refuses it first, as PolicyLayer's
 // reservation answers.
 func TestCountersInTurn(t *testing.T) {
-	dir := t.TempDir()
-	policy := `version: "1"
+	dir := policyDir(t, "budget.yaml", `version: "1"
 tools:
   spend:
     rules:
@@ -432,26 +416,12 @@ tools:
         state: {counter: spent, window: day, increment_from: args.amount}
         conditions: [{path: state.spend.spent, op: lte, value: 1000}]
         on_deny: budget spent
-`
-	if err := os.WriteFile(filepath.Join(dir, "budget.yaml"), []byte(policy), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`)
 	for attempt := 0; ; attempt++ {
 		hour := time.Now().UTC().Truncate(time.Hour)
 		p := startRaw(t, []string{"proxy", "--policy", dir, "--state", "memory", "--admin", ""}, anyserverBin(t), "-tool", "spend")
 		p.initialize()
-		var got []string
-		for _, args := range []string{`{}`, `{"amount":5}`, `{}`} {
-			c, ok := p.callTool("spend", args).callResult()
-			switch {
-			case !ok:
-				got = append(got, "error")
-			case c.IsError:
-				got = append(got, "denied: "+c.text())
-			default:
-				got = append(got, "allowed")
-			}
-		}
+		got := outcomes(p, "spend", `{}`, `{"amount":5}`, `{}`)
 		if !time.Now().UTC().Truncate(time.Hour).Equal(hour) && attempt == 0 {
 			continue // the hour turned mid-test
 		}
@@ -461,4 +431,32 @@ tools:
 		}
 		return
 	}
+}
+
+// policyDir returns a new folder holding one policy file, name, with src.
+func policyDir(t *testing.T, name, src string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// outcomes calls tool once with each of args (raw JSON) and says how each
+// was answered: "allowed", "denied: MESSAGE", or "error".
+func outcomes(p *rawProxy, tool string, args ...string) []string {
+	var got []string
+	for _, a := range args {
+		c, ok := p.callTool(tool, a).callResult()
+		switch {
+		case !ok:
+			got = append(got, "error")
+		case c.IsError:
+			got = append(got, "denied: "+c.text())
+		default:
+			got = append(got, "allowed")
+		}
+	}
+	return got
 }
