@@ -6,10 +6,6 @@ import (
 	"testing"
 
 	"github.com/toolgate/toolgate/bundles"
-	"github.com/toolgate/toolgate/compiler/build"
-	"github.com/toolgate/toolgate/compiler/policy"
-	"github.com/toolgate/toolgate/compiler/regogen"
-	"github.com/toolgate/toolgate/runtime/opawasm"
 	"github.com/toolgate/toolgate/test/model"
 )
 
@@ -35,22 +31,9 @@ func TestNumbersAsPolicyLayerReadsThem(t *testing.T) {
 		{`{path: args.n, op: gt, value: 1e308}`, `1e400`, true}, // beyond float64: exact
 		{`{path: args.n, op: neq, value: 5}`, `5`, false},
 	} {
-		src := "version: \"1\"\ntools:\n  t:\n    rules:\n      - name: r\n        conditions: [" + tt.cond + "]\n"
-		set, diags := policy.Load([]policy.Source{{Path: "policies/srv.yaml", Data: []byte(src)}})
-		if len(diags) > 0 {
-			t.Fatalf("%s: %v", tt.cond, diags)
-		}
-		wasm, err := build.CompileWasm(ctx, regogen.Generate(set))
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := opawasm.Compile(ctx, wasm, regogen.Data(set), opawasm.WithArgumentPaths(build.ArgumentPaths(set)))
-		if err != nil {
-			t.Fatal(err)
-		}
+		set, m := oneCondition(t, tt.cond)
 		args := `{"n":` + tt.arg + `,"l":[` + tt.arg + `]}`
 		d, err := m.Eval(ctx, &bundles.Input{Server: "srv", Tool: "t", Arguments: json.RawMessage(args)})
-		m.Close()
 		if err != nil {
 			t.Fatalf("%s with %s: %v", tt.cond, tt.arg, err)
 		}

@@ -23,19 +23,7 @@ func TestRegexAsGoReadsIt(t *testing.T) {
 	values := []string{"A\U0000A7C1BD", "a\U0000A7C0bf", "\U0000A7C1", "\U0000A7C0", "\U00010597", "STRASSE", "STRAẞE", "straße", "\u01C4", "\u01C6", "/srv/payments/x", "/srv/Pay/x", "\U0001e4d0", "\U0001e4d0\U0001e4d1", "\U00011f00", "abc", "ab1", "x", "xy", "αβ1", "", "\U00011f00 "}
 	ctx := context.Background()
 	for _, pat := range patterns {
-		src := "version: \"1\"\ntools:\n  t:\n    rules:\n      - name: match\n        conditions: [{path: args.s, op: regex, value: " + q(pat) + "}]\n"
-		set, diags := policy.Load([]policy.Source{{Path: "policies/srv.yaml", Data: []byte(src)}})
-		if len(diags) > 0 {
-			t.Fatalf("%s: %v", pat, diags)
-		}
-		wasm, err := build.CompileWasm(ctx, regogen.Generate(set))
-		if err != nil {
-			t.Fatalf("%s: %v", pat, err)
-		}
-		m, err := opawasm.Compile(ctx, wasm, regogen.Data(set))
-		if err != nil {
-			t.Fatalf("%s: %v", pat, err)
-		}
+		_, m := oneCondition(t, "{path: args.s, op: regex, value: "+q(pat)+"}")
 		re := regexp.MustCompile(pat)
 		for _, v := range values {
 			args := []byte(`{"s":` + q(v) + `}`)
@@ -47,6 +35,28 @@ func TestRegexAsGoReadsIt(t *testing.T) {
 				t.Errorf("regex %s on %q: Wasm allows=%v, Go's regexp matches=%v", pat, v, got, want)
 			}
 		}
-		m.Close()
 	}
+}
+
+// oneCondition compiles a policy for server srv whose tool t has one rule
+// with condition cond (YAML flow syntax) into a Wasm module, as the proxy
+// loads it (argument projection included).
+func oneCondition(t *testing.T, cond string) (*policy.Set, *opawasm.Module) {
+	t.Helper()
+	ctx := context.Background()
+	src := "version: \"1\"\ntools:\n  t:\n    rules:\n      - name: r\n        conditions: [" + cond + "]\n"
+	set, diags := policy.Load([]policy.Source{{Path: "policies/srv.yaml", Data: []byte(src)}})
+	if len(diags) > 0 {
+		t.Fatalf("%s: %v", cond, diags)
+	}
+	wasm, err := build.CompileWasm(ctx, regogen.Generate(set))
+	if err != nil {
+		t.Fatalf("%s: %v", cond, err)
+	}
+	m, err := opawasm.Compile(ctx, wasm, regogen.Data(set), opawasm.WithArgumentPaths(build.ArgumentPaths(set)))
+	if err != nil {
+		t.Fatalf("%s: %v", cond, err)
+	}
+	t.Cleanup(m.Close)
+	return set, m
 }
