@@ -84,13 +84,32 @@ func Build(ctx context.Context, sources []policy.Source, opts Options) (*bundles
 	for _, s := range set.Servers {
 		b.Manifest.Metadata.Servers = append(b.Manifest.Metadata.Servers, s.Name)
 	}
-	b.Manifest.Metadata.Reads = &bundles.Reads{Arguments: ArgumentPaths(set)}
+	b.Manifest.Metadata.Reads = &bundles.Reads{Arguments: ArgumentPaths(set), Annotations: ReadsAnnotations(set)}
 	counters := regogen.CounterTable(set)
 	if counters == nil {
 		counters = []bundles.Reservation{}
 	}
 	b.Manifest.Metadata.Compact = &bundles.Compact{Entrypoint: bundles.CompactEntrypoint, Counters: counters, Cuts: regogen.StateCuts(set, counters)}
 	return b, set, nil
+}
+
+// ReadsAnnotations reports whether a rule of set reads a tool.annotations
+// path (in conditions or when).
+func ReadsAnnotations(set *policy.Set) bool {
+	for _, f := range set.Files {
+		for _, t := range f.Tools {
+			for _, r := range t.Rules {
+				for _, cs := range [][]policy.Condition{r.Conditions, r.When} {
+					for _, c := range cs {
+						if c.Path == "tool.annotations" || strings.HasPrefix(c.Path, "tool.annotations.") {
+							return true
+						}
+					}
+				}
+			}
+		}
+	}
+	return false
 }
 
 // ArgumentPaths lists every argument path a rule of set reads (in

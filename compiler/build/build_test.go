@@ -41,6 +41,9 @@ func TestBuildManifest(t *testing.T) {
 	if got, want := m.Metadata.Reads.Arguments, [][]string{{"body", "size"}, {"cost"}, {"repo"}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("argument paths: got %v, want %v", got, want)
 	}
+	if m.Metadata.Reads.Annotations {
+		t.Errorf("reads annotations: got true for a policy that reads none")
+	}
 	counters := m.Metadata.Compact.Counters
 	if len(counters) != 2 || counters[0].Key != "create_issue._rate_hour" || *counters[0].Limit != 5 || counters[0].Amount != 1 ||
 		counters[1].Key != "merge.spend" || counters[1].Amount != 0 || *counters[1].Limit != 10 {
@@ -51,6 +54,29 @@ func TestBuildManifest(t *testing.T) {
 	}
 	if m.Metadata.Sources[0].SHA256 != bundles.SHA256Hex(source.Data) {
 		t.Errorf("source digest: %+v", m.Metadata.Sources)
+	}
+}
+
+// A rule reading tool.annotations, in conditions or in when, marks the
+// manifest: the proxy then lists tools the client did not.
+func TestBuildReadsAnnotations(t *testing.T) {
+	for clause, rule := range map[string]string{
+		"conditions": `{name: r, conditions: [{path: tool.annotations.readOnlyHint, op: eq, value: true}]}`,
+		"when":       `{name: r, action: deny, when: [{path: tool.annotations.destructiveHint, op: eq, value: true}]}`,
+	} {
+		src := policy.Source{Path: "policies/fs.yaml", Data: []byte(`version: "1"
+tools:
+  "*":
+    rules:
+      - ` + rule + `
+`)}
+		b, _, err := build.Build(context.Background(), []policy.Source{src}, build.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !b.Manifest.Metadata.Reads.Annotations {
+			t.Errorf("%s on tool.annotations: the manifest does not say the policy reads annotations", clause)
+		}
 	}
 }
 
