@@ -59,6 +59,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzCheckJSON -fuzztime $(FUZZTIME) ./runtime/opawasm/
 	$(GO) test -run '^$$' -fuzz FuzzStdioToolsCall -fuzztime $(FUZZTIME) ./runtime/proxy/
 	$(GO) test -run '^$$' -fuzz FuzzStdioClient -fuzztime $(FUZZTIME) ./runtime/proxy/
+	$(GO) test -run '^$$' -fuzz FuzzStdioListing -fuzztime $(FUZZTIME) ./runtime/proxy/
 	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime $(FUZZTIME) ./runtime/proxy/
 	$(GO) test -run '^$$' -fuzz FuzzHTTPPost -fuzztime $(FUZZTIME) ./runtime/proxy/
 	$(GO) test -run '^$$' -fuzz FuzzMembers -fuzztime $(FUZZTIME) ./runtime/proxy/

@@ -262,13 +262,16 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 		Server: pf.server,
 		// The local user started this process: the identity is theirs,
 		// from the flags or TOOLGATE_IDENTITY / TOOLGATE_GROUPS.
-		Identity:      identity.Local(pf.identity, pf.groups),
-		Decide:        pol.Decide,
-		Hidden:        pol.Hidden,
-		Logger:        logger,
-		DenyAsError:   pf.denyAsError,
-		CallTimeout:   pf.upstreamTimeout,
-		UpstreamError: metrics.UpstreamError,
+		Identity: identity.Local(pf.identity, pf.groups),
+		Decide:   pol.Decide,
+		Hidden:   pol.Hidden,
+		// A policy reading tool.annotations gets them from the server
+		// even when the client called without listing.
+		ReadsAnnotations: pol.ReadsAnnotations,
+		Logger:           logger,
+		DenyAsError:      pf.denyAsError,
+		CallTimeout:      pf.upstreamTimeout,
+		UpstreamError:    metrics.UpstreamError,
 	}
 	// SIGINT/SIGTERM: finish the calls in flight (up to
 	// --shutdown-timeout), then close the server's input so that it exits.

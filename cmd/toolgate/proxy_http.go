@@ -34,7 +34,8 @@ func runHTTPProxy(ctx context.Context, cmd *cobra.Command, pf *proxyFlags, rt *p
 	if creds != nil && len(pf.upstreamHeaders) > 0 {
 		upstreamHeaders = creds.Apply
 	}
-	enf := &proxy.Enforcer{Server: pf.server, Decide: rt.pol.Decide, Hidden: rt.pol.Hidden, DenyAsError: pf.denyAsError}
+	enf := &proxy.Enforcer{Server: pf.server, Decide: rt.pol.Decide, Hidden: rt.pol.Hidden, DenyAsError: pf.denyAsError,
+		ReadsAnnotations: rt.pol.ReadsAnnotations}
 
 	if pf.listen == "" {
 		// A stdio client (Claude Desktop, Cursor) and an HTTP server: the

@@ -200,7 +200,14 @@ func (b *Bridge) fromClient(ctx context.Context, line []byte, tooLong bool) erro
 		x.id = m.ID
 		switch *m.Method {
 		case "tools/call":
-			v, errLine := b.enforcer.DecideCall(ctx, &b.catalog, b.Identity, &m)
+			v, errLine, listFirst := b.enforcer.decideOrList(ctx, &b.catalog, b.Identity, &m)
+			if listFirst {
+				// Waits, reading no further client message meanwhile.
+				if err := awaitListing(ctx, &b.catalog, b.CallTimeout, b.postList, int64(b.MaxLine), b.listFailed); err != nil {
+					return b.toClient.write(appendError(nil, m.ID, codeUpstreamGone, listFailure(err, b.CallTimeout)))
+				}
+				v, errLine = b.enforcer.DecideCall(ctx, &b.catalog, b.Identity, &m)
+			}
 			if errLine != nil {
 				return b.toClient.write(errLine)
 			}
@@ -252,6 +259,24 @@ func (b *Bridge) hold(ctx context.Context, body []byte, x *bridgeExchange, v Ver
 		}
 		b.post(ctx, body, x, nil)
 	}()
+}
+
+// postList posts one of the proxy's own tools/list requests.
+func (b *Bridge) postList(ctx context.Context, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.target, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header["Content-Type"] = jsonType
+	req.Header["Accept"] = acceptBoth
+	b.headers(req.Header)
+	return b.client.Do(req)
+}
+
+// listFailed logs and counts a failed listing of the server's tools.
+func (b *Bridge) listFailed(err error) {
+	b.log.Warn("listing the MCP server's tools failed", "err", err)
+	b.upstreamError()
 }
 
 // headers sets the headers of a request to the server.
@@ -510,6 +535,9 @@ func (b *Bridge) httpError(x *bridgeExchange, resp *http.Response) {
 // exchange whose answer it came in, or nil for the GET stream.
 func (b *Bridge) fromServer(ctx context.Context, x *bridgeExchange, msg []byte) {
 	msg = oneLine(msg)
+	if bytes.Contains(msg, toolsChanged) {
+		b.catalog.Stale() // listed again when a call needs it
+	}
 	startListening := false
 	if x != nil && x.kind == kindRequest && !x.answered {
 		var o callOutcome

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
@@ -33,6 +34,14 @@ type Enforcer struct {
 	// for approval that carries a progress token reports through it while
 	// it waits.
 	Notify func(line []byte) error
+	// ReadsAnnotations reports whether the policy in force reads
+	// tool.annotations paths. When it does, a tools/call naming a tool the
+	// session's [Catalog] does not hold waits while the proxy lists the
+	// server's tools itself (every page), unless it has done so since the
+	// server last said its list changed: the annotations must be those the
+	// server announces, whether or not the client listed them. Nil never
+	// lists.
+	ReadsAnnotations func() bool
 }
 
 // Catalog is what one MCP session's server told the proxy about its tools:
@@ -40,9 +49,28 @@ type Enforcer struct {
 // tool.annotations paths. The zero value is empty and ready; it is safe for
 // concurrent use.
 type Catalog struct {
-	mu    sync.Mutex           // guards tools
+	mu    sync.Mutex           // guards tools, listing
 	tools map[string]toolEntry // by tool name
+	// complete is set once the proxy has read every page of the server's
+	// tools/list itself, and cleared when the server says the list
+	// changed: a tool it does not hold then has no annotations.
+	complete atomic.Bool
+	// listing is the proxy's own listing in flight, for transports whose
+	// calls wait on it in their own goroutines (HTTP); nil when none.
+	listing *listing
 }
+
+// listing is one listing of a server's tools by the proxy: done is closed
+// when it ends, and err then says why it failed, or is nil.
+type listing struct {
+	done chan struct{}
+	err  error
+}
+
+// MaxToolPages bounds how many pages of tools/list the proxy reads when it
+// lists a server's tools itself: a server whose cursors never end stops
+// there, and its tools not yet read have no annotations.
+const MaxToolPages = 100
 
 // toolEntry is one listed tool: its name (kept so that a call's input can
 // use it rather than a new copy) and its annotations.
@@ -65,6 +93,35 @@ func (c *Catalog) lookup(name []byte) (toolEntry, bool) {
 	defer c.mu.Unlock()
 	t, ok := c.tools[string(name)]
 	return t, ok
+}
+
+// Stale forgets that the catalog is complete: the server said its list of
+// tools changed (notifications/tools/list_changed).
+func (c *Catalog) Stale() { c.complete.Store(false) }
+
+// join returns the listing in flight, starting one when there is none
+// (lead is then true: the caller lists, and ends it with [Catalog.end]).
+func (c *Catalog) join() (l *listing, lead bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.listing != nil {
+		return c.listing, false
+	}
+	c.listing = &listing{done: make(chan struct{})}
+	return c.listing, true
+}
+
+// end ends listing l with err, marking the catalog complete when it
+// succeeded.
+func (c *Catalog) end(l *listing, err error) {
+	c.mu.Lock()
+	if err == nil {
+		c.complete.Store(true)
+	}
+	c.listing = nil
+	c.mu.Unlock()
+	l.err = err
+	close(l.done)
 }
 
 func (c *Catalog) set(tool string, ann json.RawMessage) {
@@ -187,28 +244,29 @@ func scanMembers(b []byte, i int, member func(key, value []byte)) bool {
 
 // toolName returns the tool name a string literal stands for and its
 // listed annotations, taking the name from the catalog when it lists the
-// tool (no copy). ok is false when the literal is not a name all JSON
-// parsers read alike: invalid UTF-8, or an unpaired surrogate escape.
-func toolName(cat *Catalog, lit []byte) (name string, ann json.RawMessage, ok bool) {
+// tool (no copy); listed says whether it does. ok is false when the literal
+// is not a name all JSON parsers read alike: invalid UTF-8, or an unpaired
+// surrogate escape.
+func toolName(cat *Catalog, lit []byte) (name string, ann json.RawMessage, listed, ok bool) {
 	inner := lit[1 : len(lit)-1]
 	if bytes.IndexByte(inner, '\\') < 0 {
 		if !utf8.Valid(inner) {
-			return "", nil, false
+			return "", nil, false, false
 		}
 		if t, listed := cat.lookup(inner); listed {
-			return t.name, t.annotations, true
+			return t.name, t.annotations, true, true
 		}
-		return string(inner), nil, true
+		return string(inner), nil, false, true
 	}
 	var buf [128]byte
 	b, exact := appendUnquoted(buf[:0], lit)
 	if !exact {
-		return "", nil, false
+		return "", nil, false, false
 	}
 	if t, listed := cat.lookup(b); listed {
-		return t.name, t.annotations, true
+		return t.name, t.annotations, true, true
 	}
-	return string(b), nil, true
+	return string(b), nil, false, true
 }
 
 // inputs recycles decision inputs (and their State slices) from call to
@@ -228,13 +286,29 @@ var inputs = sync.Pool{New: func() any { return new(bundles.Input) }}
 // line the message came in: Decide sees exactly the bytes forwarded, and
 // must not keep them (nor the input) past its return.
 func (e *Enforcer) DecideCall(ctx context.Context, cat *Catalog, id bundles.Identity, m *message) (Verdict, []byte) {
+	v, errLine, _ := e.decide(ctx, cat, id, m, false)
+	return v, errLine
+}
+
+// decideOrList is DecideCall, except that a call that must wait for the
+// proxy to list the server's tools is not decided: listFirst is then true.
+// A call must wait when the policy in force reads tool.annotations, the
+// catalog is not complete, and it does not hold the tool the call names.
+func (e *Enforcer) decideOrList(ctx context.Context, cat *Catalog, id bundles.Identity, m *message) (v Verdict, errLine []byte, listFirst bool) {
+	return e.decide(ctx, cat, id, m, true)
+}
+
+func (e *Enforcer) decide(ctx context.Context, cat *Catalog, id bundles.Identity, m *message, mayList bool) (Verdict, []byte, bool) {
 	var cp callParams
 	if msg := scanCallParams(m.Params, &cp); msg != "" {
-		return Verdict{}, appendError(nil, m.ID, codeInvalidParams, msg)
+		return Verdict{}, appendError(nil, m.ID, codeInvalidParams, msg), false
 	}
-	tool, ann, ok := toolName(cat, cp.name)
+	tool, ann, listed, ok := toolName(cat, cp.name)
 	if !ok {
-		return Verdict{}, appendError(nil, m.ID, codeInvalidParams, errNameEncoding)
+		return Verdict{}, appendError(nil, m.ID, codeInvalidParams, errNameEncoding), false
+	}
+	if mayList && !listed && e.ReadsAnnotations != nil && e.ReadsAnnotations() && !cat.complete.Load() {
+		return Verdict{}, nil, true
 	}
 	if tok := cp.progressToken; e.Notify != nil && validID(tok) {
 		ctx = WithProgress(ctx, e.progressReporter(tok))
@@ -244,7 +318,66 @@ func (e *Enforcer) DecideCall(ctx context.Context, cat *Catalog, id bundles.Iden
 	v := e.Decide(ctx, in)
 	*in = bundles.Input{State: in.State[:0]}
 	inputs.Put(in)
-	return v, nil
+	return v, nil, false
+}
+
+// appendListRequest appends the proxy's own tools/list request with id (a
+// JSON string) for the page after cursor (a JSON string; nil for the
+// first).
+func appendListRequest(dst []byte, id string, cursor json.RawMessage) []byte {
+	dst = append(dst, `{"jsonrpc":"2.0","id":`...)
+	dst = appendString(dst, id)
+	dst = append(dst, `,"method":"tools/list"`...)
+	if cursor != nil {
+		dst = append(dst, `,"params":{"cursor":`...)
+		dst = append(dst, cursor...)
+		dst = append(dst, '}')
+	}
+	return append(dst, '}')
+}
+
+// errListUnreadable is why a listing fails on a result that is not a page
+// of tools.
+var errListUnreadable = errors.New("its tools/list result is not a list of tools")
+
+// recordPage remembers the tools of one page of a tools/list result and
+// returns the cursor of the next page (a JSON string), or nil after the
+// last.
+func (c *Catalog) recordPage(result json.RawMessage) (next json.RawMessage, err error) {
+	var page struct {
+		Tools      []listedTool    `json:"tools"`
+		NextCursor json.RawMessage `json:"nextCursor"`
+	}
+	if err := json.Unmarshal(result, &page); err != nil {
+		return nil, errListUnreadable
+	}
+	for _, t := range page.Tools {
+		c.set(t.Name, listedAnnotations(t.Annotations))
+	}
+	if next = bytes.TrimSpace(page.NextCursor); len(next) == 0 || next[0] != '"' || string(next) == `""` {
+		return nil, nil
+	}
+	return next, nil
+}
+
+// listsNothing reports whether an error answer to tools/list (its error
+// member) says the server has no tools to list: method not found. Any other
+// error fails the listing, and the calls waiting on it.
+func listsNothing(errMember json.RawMessage) bool {
+	var e struct {
+		Code *int `json:"code"`
+	}
+	return json.Unmarshal(errMember, &e) == nil && e.Code != nil && *e.Code == codeMethodNotFound
+}
+
+// listedAnnotations returns the annotations of a listed tool when they are
+// an object, else nil.
+func listedAnnotations(raw json.RawMessage) json.RawMessage {
+	ann := bytes.TrimSpace(raw)
+	if len(ann) == 0 || ann[0] != '{' {
+		return nil
+	}
+	return ann
 }
 
 // AppendDenial appends the response to a denied call with request id id:
@@ -289,10 +422,7 @@ func (e *Enforcer) FilterTools(ctx context.Context, cat *Catalog, id bundles.Ide
 			kept = append(kept, raw)
 			continue
 		}
-		ann := bytes.TrimSpace(t.Annotations)
-		if len(ann) == 0 || ann[0] != '{' {
-			ann = nil
-		}
+		ann := listedAnnotations(t.Annotations)
 		cat.set(t.Name, ann)
 		if e.Hidden != nil && e.Hidden(ctx, &bundles.Input{Server: e.Server, Tool: t.Name, Annotations: ann, Identity: id}) {
 			hidden++

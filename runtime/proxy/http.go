@@ -274,7 +274,20 @@ func (h *HTTP) servePOST(w http.ResponseWriter, r *http.Request) {
 				ec.Notify = ev.send
 				e = &ec
 			}
-			v, errLine := e.DecideCall(r.Context(), cat, h.identity(r), &m)
+			v, errLine, listFirst := e.decideOrList(r.Context(), cat, h.identity(r), &m)
+			if listFirst {
+				if x.sess == nil {
+					x.sess = h.sessions.ensure(x.sid)
+					cat = &x.sess.catalog
+				}
+				if err := awaitListing(r.Context(), cat, h.CallTimeout, h.listPoster(r, x.sid), h.maxBody, h.listFailed); err != nil {
+					if r.Context().Err() == nil { // else the client has gone
+						writeJSON(w, http.StatusOK, appendError(nil, m.ID, codeUpstreamGone, listFailure(err, h.CallTimeout)))
+					}
+					return
+				}
+				v, errLine = e.DecideCall(r.Context(), cat, h.identity(r), &m)
+			}
 			if errLine != nil {
 				writeJSON(w, http.StatusOK, errLine)
 				return
@@ -423,6 +436,34 @@ func (h *HTTP) forward(w http.ResponseWriter, x *exchange, body []byte) {
 	default:
 		h.pass(w, resp)
 	}
+}
+
+// listPoster returns how the proxy posts its own tools/list requests in
+// the session of client request r (session id sid): with the headers a
+// forwarded request would carry.
+func (h *HTTP) listPoster(r *http.Request, sid string) postFunc {
+	hdr := http.Header{}
+	h.headers(hdr, r.Header)
+	hdr["Content-Type"] = jsonType
+	hdr["Accept"] = acceptBoth
+	return func(ctx context.Context, body []byte) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.target, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.Header = hdr.Clone()
+		resp, err := h.send(req)
+		if err == nil && resp.StatusCode == http.StatusNotFound && sid != "" {
+			h.sessions.drop(sid) // the server ended the session
+		}
+		return resp, err
+	}
+}
+
+// listFailed logs and counts a failed listing of the server's tools.
+func (h *HTTP) listFailed(err error) {
+	h.log.Warn("listing the MCP server's tools failed", "err", err)
+	h.upstreamError()
 }
 
 // headers sets the headers of a request to the server from the client's.
@@ -693,6 +734,11 @@ func (h *HTTP) filter(x *exchange, m *message) []byte {
 	return h.Enforcer.FilterTools(x.r.Context(), &x.sess.catalog, ident, m)
 }
 
+// toolsChanged is what a server's notification that its tools changed
+// holds: an event holding it makes the session's catalog stale (a false
+// alarm costs one listing, when a call needs annotations).
+var toolsChanged = []byte("notifications/tools/list_changed")
+
 func sameID(a, b json.RawMessage) bool {
 	return len(a) > 0 && bytes.Equal(bytes.TrimSpace(a), bytes.TrimSpace(b))
 }
@@ -722,6 +768,9 @@ func (h *HTTP) relay(w http.ResponseWriter, resp *http.Response, x *exchange) {
 			break
 		}
 		ev := sr.raw
+		if x.sess != nil && bytes.Contains(ev, toolsChanged) {
+			x.sess.catalog.Stale() // listed again when a call needs it
+		}
 		if (x.watch != watchNone && !x.answered) || (x.sess != nil && x.sess.orphans.Load() > 0) {
 			e := sr.parse()
 			resumable = resumable || e.hasID

@@ -75,6 +75,7 @@ type upServer struct {
 	*httptest.Server
 	mcp       *mcp.Server
 	toolPosts atomic.Int64 // POSTs carrying a tools/call
+	listPosts atomic.Int64 // POSTs carrying a tools/list
 	gets      atomic.Int64
 	deletes   atomic.Int64
 	sawCookie atomic.Bool
@@ -184,6 +185,9 @@ func newUpServer(t testing.TB, jsonResponse bool) *upServer {
 			body, _ := io.ReadAll(r.Body)
 			if bytes.Contains(body, []byte(`"tools/call"`)) {
 				u.toolPosts.Add(1)
+			}
+			if bytes.Contains(body, []byte(`"tools/list"`)) {
+				u.listPosts.Add(1)
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
 		case http.MethodGet:

@@ -16,6 +16,10 @@ const (
 	codeUpstreamGone   = -32000
 )
 
+// codeMethodNotFound is JSON-RPC's error code for a method the server does
+// not have.
+const codeMethodNotFound = -32601
+
 // CodeDenied is the JSON-RPC error code of a denied tools/call when denials
 // are configured as errors ([Enforcer.DenyAsError]). It is outside the codes
 // JSON-RPC, MCP and the official SDKs use (the Go SDK reads -32003 and -32004

@@ -208,7 +208,7 @@ func TestToolNameFromCatalogNotCopied(t *testing.T) {
 	var cat Catalog
 	cat.set("echo", nil)
 	allocs := testing.AllocsPerRun(100, func() {
-		if name, _, ok := toolName(&cat, []byte(`"echo"`)); !ok || name != "echo" {
+		if name, _, _, ok := toolName(&cat, []byte(`"echo"`)); !ok || name != "echo" {
 			t.Fatal(name, ok)
 		}
 	})

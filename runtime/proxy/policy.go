@@ -386,6 +386,18 @@ func (p *Policy) auditFailed(decisionID string, err error) {
 // was made, whether their calls were then denied or forwarded.
 func (p *Policy) AuditErrors() uint64 { return p.auditErrors.Load() }
 
+// ReadsAnnotations reports whether the bundle in force reads
+// tool.annotations paths (the [Enforcer.ReadsAnnotations] hook); a manifest
+// that does not say what it reads reads everything. False while no bundle
+// is in force: every call is denied then.
+func (p *Policy) ReadsAnnotations() bool {
+	m, _, ok := p.eval.ActiveManifest()
+	if !ok || m == nil {
+		return false
+	}
+	return m.Metadata.Reads == nil || m.Metadata.Reads.Annotations
+}
+
 // Hidden reports whether the decision for in (a listed tool, empty
 // arguments) comes from a hide rule (the [Stdio] Hidden hook). When the
 // policy cannot decide, the tool stays listed: its calls are denied anyway.

@@ -509,3 +509,40 @@ func TestInvalidCounterInTurn(t *testing.T) {
 		t.Fatalf("rate at its limit, then no amount: got %+v, want the rate's refusal first", v)
 	}
 }
+
+// ReadsAnnotations follows the manifest in force: a manifest that does not
+// say what it reads reads everything; no bundle in force reads nothing.
+func TestPolicyReadsAnnotations(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		reads *bundles.Reads
+		ok    bool
+		want  bool
+	}{
+		{"says it reads them", &bundles.Reads{Annotations: true}, true, true},
+		{"says it reads none", &bundles.Reads{}, true, false},
+		{"does not say", nil, true, true},
+		{"no bundle in force", nil, false, false},
+	} {
+		p := NewPolicy(&manifestEval{reads: tt.reads, ok: tt.ok})
+		if got := p.ReadsAnnotations(); got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// manifestEval is an Evaluator whose manifest in force says reads.
+type manifestEval struct {
+	fakeEval
+	reads *bundles.Reads
+	ok    bool
+}
+
+func (m *manifestEval) ActiveManifest() (*bundles.Manifest, string, bool) {
+	if !m.ok {
+		return nil, "", false
+	}
+	mf := &bundles.Manifest{}
+	mf.Metadata.Reads = m.reads
+	return mf, "sha256:feed", true
+}

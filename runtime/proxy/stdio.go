@@ -93,6 +93,16 @@ type Stdio struct {
 	// Hidden reports whether a tool listed by the server is hidden from the
 	// client; the input has empty arguments. Nil hides nothing.
 	Hidden func(ctx context.Context, in *bundles.Input) bool
+	// ReadsAnnotations reports whether the policy in force reads
+	// tool.annotations (see [Enforcer.ReadsAnnotations]): a call to a tool
+	// the proxy has not seen listed then waits while the proxy lists the
+	// server's tools with requests of its own, whose answers the client
+	// never sees. Calls that come meanwhile wait behind it, in order. A
+	// listing the server answers with "method not found" lists nothing; one
+	// it answers with another error or unreadably, or does not answer within
+	// CallTimeout, fails the calls waiting on it with a JSON-RPC error
+	// (-32000), and the next call lists again. Nil never lists.
+	ReadsAnnotations func() bool
 	// UpstreamError, when set, is told of each failure of the MCP server:
 	// unreachable, an error status, an answer that cannot be read, a call
 	// it did not answer in time (for metrics).
@@ -124,11 +134,15 @@ type Stdio struct {
 	enforcer *Enforcer
 	catalog  Catalog
 
-	mu      sync.Mutex             // guards pending, tick
+	mu      sync.Mutex             // guards pending, tick, listing, listings
 	pending map[string]pendingCall // client requests awaiting the server, by raw id
 	tick    uint32                 // timeout sweeps so far
 	expire  uint32                 // sweeps after which a request has timed out
 	forget  uint32                 // sweeps after which a timed-out id is free
+	// listing is the proxy's own listing of the server's tools in flight,
+	// nil when none; listings counts its requests, naming them.
+	listing  *stdioListing
+	listings uint64
 }
 
 // pendingCall is a client request the server has not answered yet.
@@ -137,8 +151,16 @@ type pendingCall struct {
 	method  string
 	done    func(ok bool)
 	tick    uint32 // the sweep count when it was forwarded, or timed out
-	held    bool   // waiting for a person's approval, not yet forwarded
+	held    bool   // waiting for a person's approval or for a listing, not yet forwarded
 	expired bool   // timed out and answered; the server's answer is dropped
+	own     bool   // the proxy's own tools/list, answered to nobody
+}
+
+// stdioListing is the proxy's own listing of the server's tools: the pages
+// read so far, and the tools/call lines (copies) waiting on it, in order.
+type stdioListing struct {
+	pages   int
+	waiting [][]byte
 }
 
 // forgetAfter is how many CallTimeouts a timed-out request's id stays in
@@ -275,7 +297,7 @@ func (p *Stdio) Run(ctx context.Context, clientIn io.Reader, clientOut io.Writer
 		p.MaxLine = DefaultMaxLine
 	}
 	p.pending = make(map[string]pendingCall)
-	p.enforcer = &Enforcer{Server: p.Server, Decide: p.Decide, Hidden: p.Hidden, DenyAsError: p.DenyAsError, Notify: p.toClient.write}
+	p.enforcer = &Enforcer{Server: p.Server, Decide: p.Decide, Hidden: p.Hidden, DenyAsError: p.DenyAsError, Notify: p.toClient.write, ReadsAnnotations: p.ReadsAnnotations}
 	p.toClient.w = bufio.NewWriterSize(clientOut, 64<<10)
 	p.toServer.setPeer(serverIn, serverIn)
 	if p.CallTimeout > 0 {
@@ -333,8 +355,8 @@ func (p *Stdio) failPending(msg string) {
 	p.pending = map[string]pendingCall{}
 	p.mu.Unlock()
 	for _, c := range pend {
-		if c.expired {
-			continue // answered already
+		if c.expired || c.own {
+			continue // answered already, or asked by the proxy
 		}
 		if c.done != nil {
 			c.done(outcomeUnknown(true))
@@ -491,6 +513,7 @@ func (p *Stdio) fromClient(ctx context.Context, b *batch, line []byte, tooLong b
 	case kindRequest:
 		p.mu.Lock()
 		old, inUse := p.pending[string(m.ID)]
+		listing := p.listing != nil
 		p.mu.Unlock()
 		if inUse {
 			msg := "request id " + string(m.ID) + " is already in use by a pending request"
@@ -502,18 +525,20 @@ func (p *Stdio) fromClient(ctx context.Context, b *batch, line []byte, tooLong b
 		key := string(m.ID)
 		c := pendingCall{id: json.RawMessage(key), method: *m.Method}
 		if c.method == "tools/call" {
-			v, errLine := p.enforcer.DecideCall(ctx, &p.catalog, p.Identity, &m)
-			if errLine != nil {
-				return b.toClient(errLine)
+			if listing { // calls wait behind it, in order
+				if queued, err := p.awaitListing(b, c, line, false); queued || err != nil {
+					return err
+				}
 			}
-			if v.Hold != nil {
-				p.hold(ctx, key, c, line, v)
-				return nil
+			forward, listFirst, err := p.decideCall(ctx, b, c, &m, line, true)
+			switch {
+			case listFirst:
+				_, err = p.awaitListing(b, c, line, true)
+				return err
+			case !forward || err != nil:
+				return err
 			}
-			if !v.Allow {
-				return b.toClientAppend(func(dst []byte) []byte { return p.enforcer.AppendDenial(dst, m.ID, &v) })
-			}
-			c.done = v.Done
+			return b.toServer(line)
 		}
 		p.mu.Lock()
 		c.tick = p.tick
@@ -523,6 +548,185 @@ func (p *Stdio) fromClient(ctx context.Context, b *batch, line []byte, tooLong b
 	// Notifications, responses to server requests, allowed requests:
 	// forwarded as they came.
 	return b.toServer(line)
+}
+
+// decideCall decides the tools/call request m (a view into line, as
+// pending call c): it answers it, holds it for approval, or makes it
+// pending and reports that the caller is to forward line. With mayList, a
+// call that must wait for a listing of the server's tools is not decided
+// (listFirst; see [Enforcer.decideOrList]).
+func (p *Stdio) decideCall(ctx context.Context, b *batch, c pendingCall, m *message, line []byte, mayList bool) (forward, listFirst bool, err error) {
+	key := string(c.id)
+	v, errLine, listFirst := p.enforcer.decide(ctx, &p.catalog, p.Identity, m, mayList)
+	switch {
+	case listFirst:
+		return false, true, nil
+	case errLine != nil:
+		p.forgetHeld(c)
+		return false, false, b.toClient(errLine)
+	case v.Hold != nil:
+		p.hold(ctx, key, c, line, v)
+		return false, false, nil
+	case !v.Allow:
+		p.forgetHeld(c)
+		return false, false, b.toClientAppend(func(dst []byte) []byte { return p.enforcer.AppendDenial(dst, m.ID, &v) })
+	}
+	c.done, c.held = v.Done, false
+	p.mu.Lock()
+	c.tick = p.tick
+	p.pending[key] = c
+	p.mu.Unlock()
+	return true, false, nil
+}
+
+// forgetHeld frees the id of call c when it waited on a listing (it was
+// pending, held, meanwhile).
+func (p *Stdio) forgetHeld(c pendingCall) {
+	if c.held {
+		p.take(c.id)
+	}
+}
+
+// awaitListing holds the tools/call line (as pending call c) until the
+// proxy has listed the server's tools. It joins the listing under way, or,
+// when there is none, starts one if start is set and otherwise reports
+// that it did not queue the call (the listing has just ended).
+func (p *Stdio) awaitListing(b *batch, c pendingCall, line []byte, start bool) (queued bool, err error) {
+	c.held = true
+	p.mu.Lock()
+	l := p.listing
+	if l == nil {
+		if !start {
+			p.mu.Unlock()
+			return false, nil
+		}
+		l = &stdioListing{}
+		p.listing = l
+	} else {
+		start = false
+	}
+	p.pending[string(c.id)] = c // the id is in use while the call waits
+	l.waiting = append(l.waiting, append([]byte(nil), line...))
+	p.mu.Unlock()
+	if !start {
+		return true, nil
+	}
+	return true, b.toServer(p.listRequest(nil))
+}
+
+// listRequest returns the proxy's own tools/list request for the page
+// after cursor (nil: the first), pending under an id no client request is
+// using.
+func (p *Stdio) listRequest(cursor json.RawMessage) []byte {
+	p.mu.Lock()
+	var id string
+	var raw json.RawMessage
+	for { // an id no client request is using
+		p.listings++
+		id = "toolgate/tools-list/" + strconv.FormatUint(p.listings, 10)
+		raw = appendString(nil, id)
+		if _, inUse := p.pending[string(raw)]; !inUse {
+			break
+		}
+	}
+	p.pending[string(raw)] = pendingCall{id: raw, method: "tools/list", own: true, tick: p.tick}
+	p.mu.Unlock()
+	return appendListRequest(nil, id, cursor)
+}
+
+// errInputClosed answers a call released from a listing when the server's
+// input is closed (the client's input ended meanwhile).
+const errInputClosed = "the call could not be sent: the MCP server's input is closed"
+
+// listed takes the server's answer m to the proxy's own tools/list: it
+// records the page and asks for the next, or ends the listing. A
+// method-not-found answer lists nothing more: the server announces no
+// (further) tools; any other error answer fails the listing.
+func (p *Stdio) listed(ctx context.Context, b *batch, m *message) error {
+	if m.Error != nil && !listsNothing(m.Error) {
+		p.Logger.Warn("the MCP server answered the proxy's tools/list with an error", "error", string(m.Error))
+		p.upstreamError()
+		return p.endListing(ctx, b, "the MCP server refused the proxy's tools/list, which the policy in force needs (tool.annotations)")
+	}
+	if m.Error == nil {
+		next, err := p.catalog.recordPage(m.Result)
+		if err != nil {
+			p.Logger.Warn("the MCP server's tools/list answer to the proxy cannot be read", "err", err)
+			p.upstreamError()
+			return p.endListing(ctx, b, "the proxy could not read the MCP server's list of tools, which the policy in force needs (tool.annotations)")
+		}
+		p.mu.Lock()
+		l := p.listing
+		more := l != nil && next != nil && l.pages+1 < MaxToolPages
+		if l != nil {
+			l.pages++
+		}
+		p.mu.Unlock()
+		if more {
+			// Written at once, not with the batch: the server's reader must
+			// not stop on a write to the server (whose input may be closed).
+			if err := p.toServer.write(p.listRequest(next)); err != nil {
+				return p.endListing(ctx, b, errInputClosed)
+			}
+			return nil
+		}
+		if next != nil {
+			p.Logger.Warn("the MCP server's list of tools has more pages than the proxy reads", "pages", MaxToolPages)
+		}
+	}
+	p.catalog.complete.Store(true)
+	return p.endListing(ctx, b, "")
+}
+
+// endListing releases the calls waiting on the listing, in order (calls
+// that come meanwhile join them, so none overtakes another): each is
+// decided, or, when failed is set, answered with failed as a JSON-RPC
+// error (-32000).
+func (p *Stdio) endListing(ctx context.Context, b *batch, failed string) error {
+	for {
+		p.mu.Lock()
+		l := p.listing
+		if l == nil || len(l.waiting) == 0 {
+			p.listing = nil
+			p.mu.Unlock()
+			return nil
+		}
+		waiting := l.waiting
+		l.waiting = nil
+		p.mu.Unlock()
+		for _, line := range waiting {
+			m, _, _ := classifyView(line) // classified when it came
+			if failed != "" {
+				if c, ok := p.take(m.ID); ok { // else answered meanwhile (the server exited)
+					if err := b.toClientAppend(func(dst []byte) []byte { return appendError(dst, c.id, codeUpstreamGone, failed) }); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			p.mu.Lock()
+			c, ok := p.pending[string(m.ID)]
+			p.mu.Unlock()
+			if !ok {
+				continue // answered meanwhile (the server exited)
+			}
+			forward, _, err := p.decideCall(ctx, b, c, &m, line, false)
+			if err != nil {
+				return err
+			}
+			// Written at once, not with the batch (see listed).
+			if forward && p.toServer.write(line) != nil {
+				if c, ok := p.take(c.id); ok {
+					if c.done != nil {
+						c.done(false) // never reached the server
+					}
+					if err := b.toClientAppend(func(dst []byte) []byte { return appendError(dst, c.id, codeUpstreamGone, errInputClosed) }); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
 }
 
 // hold keeps a tools/call open while its Verdict's Hold waits for a
@@ -573,6 +777,11 @@ func (p *Stdio) fromServer(ctx context.Context, b *batch, line []byte, tooLong b
 			// A broken response to a pending request: the client gets an error
 			// for it rather than waiting forever.
 			if c, ok := p.take(m.ID); ok {
+				if c.own && !c.expired {
+					p.Logger.Warn("malformed server answer to the proxy's tools/list", "code", code)
+					p.upstreamError()
+					return p.endListing(ctx, b, "the MCP server sent a malformed answer to the proxy's tools/list, which the policy in force needs (tool.annotations)")
+				}
 				if c.expired {
 					// Counted when it timed out.
 					p.Logger.Warn("malformed late server response; dropped", "code", code, "method", c.method, "id", string(c.id))
@@ -600,6 +809,9 @@ func (p *Stdio) fromServer(ctx context.Context, b *batch, line []byte, tooLong b
 			p.Logger.Warn("the MCP server answered after the call timed out; answer dropped", "method", c.method, "id", string(c.id))
 			return nil
 		}
+		if c.own {
+			return p.listed(ctx, b, &m)
+		}
 		if c.done != nil {
 			c.done(m.Error == nil)
 		}
@@ -607,6 +819,10 @@ func (p *Stdio) fromServer(ctx context.Context, b *batch, line []byte, tooLong b
 			if filtered := p.enforcer.FilterTools(ctx, &p.catalog, p.Identity, &m); filtered != nil {
 				return b.toClient(filtered)
 			}
+		}
+	case kindNotification:
+		if *m.Method == "notifications/tools/list_changed" {
+			p.catalog.Stale()
 		}
 	}
 	return b.toClient(line)
@@ -649,6 +865,14 @@ func (p *Stdio) sweep(stop <-chan struct{}) {
 		}
 		msg := "the MCP server did not answer within " + p.CallTimeout.String()
 		for _, c := range late {
+			if c.own {
+				p.Logger.Warn("the MCP server did not answer the proxy's tools/list in time", "timeout", p.CallTimeout)
+				p.upstreamError()
+				p.toServer.queue(appendCancelled(nil, c.id, "toolgate: no answer within "+p.CallTimeout.String()))
+				b := &batch{p: p}
+				p.endListing(context.Background(), b, "the MCP server did not answer the proxy's tools/list within "+p.CallTimeout.String()+"; the policy in force needs the tools' annotations (tool.annotations)")
+				continue
+			}
 			p.Logger.Warn("the MCP server did not answer in time; call answered with an error", "method", c.method, "id", string(c.id), "timeout", p.CallTimeout)
 			p.upstreamError()
 			if c.done != nil {

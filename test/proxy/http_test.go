@@ -35,13 +35,14 @@ func startHTTPUpstream(t *testing.T) *httpUpstream {
 		Text string `json:"text,omitempty"`
 	}
 	u := &httpUpstream{}
-	mcp.AddTool(s, &mcp.Tool{Name: "echo"}, func(ctx context.Context, req *mcp.CallToolRequest, in args) (*mcp.CallToolResult, any, error) {
+	destructive := true
+	mcp.AddTool(s, &mcp.Tool{Name: "echo", Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, func(ctx context.Context, req *mcp.CallToolRequest, in args) (*mcp.CallToolResult, any, error) {
 		u.mu.Lock()
 		u.echos = append(u.echos, in.Text)
 		u.mu.Unlock()
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "echo: " + in.Text}}}, nil, nil
 	})
-	mcp.AddTool(s, &mcp.Tool{Name: "delete_repo"}, func(ctx context.Context, req *mcp.CallToolRequest, in args) (*mcp.CallToolResult, any, error) {
+	mcp.AddTool(s, &mcp.Tool{Name: "delete_repo", Annotations: &mcp.ToolAnnotations{DestructiveHint: &destructive}}, func(ctx context.Context, req *mcp.CallToolRequest, in args) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "deleted " + in.Text}}}, nil, nil
 	})
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
@@ -223,6 +224,52 @@ func TestStdioToHTTPBridge(t *testing.T) {
 	if res, err := call(t, cs, "delete_repo", map[string]any{"text": "x"}); err != nil || !res.IsError {
 		t.Fatalf("denied: %v %+v", err, res)
 	}
+}
+
+// TestUnlistedToolsAnnotatedHTTP: over Streamable HTTP and the stdio-to-HTTP
+// bridge, a client that calls without listing tools meets rules on the
+// annotations the server announces: the proxy lists them itself.
+func TestUnlistedToolsAnnotatedHTTP(t *testing.T) {
+	dir := policyDir(t, "annotated.yaml", `version: "1"
+server: annot
+default: allow
+tools:
+  "*":
+    rules:
+      - name: no destructive tools
+        action: deny
+        when: [{path: tool.annotations.destructiveHint, op: eq, value: true}]
+        on_deny: destructive tools are off
+`)
+	up := startHTTPUpstream(t)
+	check := func(t *testing.T, cs *mcp.ClientSession) {
+		t.Helper()
+		if res, err := call(t, cs, "delete_repo", map[string]any{"text": "x"}); err != nil || !res.IsError || text(res) != "destructive tools are off" {
+			t.Errorf("destructive tool: %v %+v, want denied", err, res)
+		}
+		if res, err := call(t, cs, "echo", map[string]any{"text": "hi"}); err != nil || text(res) != "echo: hi" {
+			t.Errorf("read-only tool: %v %+v, want allowed", err, res)
+		}
+	}
+	t.Run("http", func(t *testing.T) {
+		endpoint, _, _ := startHTTPProxy(t, up.URL, nil, "--policy", dir, "--server", "annot", "--allow-anonymous")
+		cs, err := connectHTTP(t, endpoint, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, cs)
+	})
+	t.Run("bridge", func(t *testing.T) {
+		cmd := exec.Command(toolgate, "proxy", "--policy", dir, "--server", "annot", "--state", "memory", "--admin", "", "--upstream", up.URL)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cs, err := mcp.NewClient(&mcp.Implementation{Name: "bridgetest", Version: "1.0.0"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cs.Close()
+		check(t, cs)
+	})
 }
 
 // TestHTTPIdleSessionsMemory opens 1,000 sessions through the HTTP proxy

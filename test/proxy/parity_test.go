@@ -77,6 +77,9 @@ type parityTarget struct {
 	subject string
 	groups  []string
 	tools   []string // listed by anyserver, with annotations from annotate
+	// unlisted: the client calls without listing tools first (the proxy
+	// lists them itself when the policy reads tool.annotations).
+	unlisted bool
 }
 
 // annotate gives a listed tool MCP annotations by its name, so that policies
@@ -251,7 +254,8 @@ func (tg *parityTarget) run(t *testing.T, next func(s *paritySim, i int) (parity
 		p.initialize()
 		s := &paritySim{t: t, target: tg, counters: map[string]int64{}, listed: map[string]bool{}, tally: map[string]int{}}
 
-		// tools/list: every tool but those the model hides.
+		// tools/list: every tool but those the model hides. The proxy
+		// knows every tool's annotations, listed by the client or not.
 		var wantListed []string
 		for _, name := range tg.tools {
 			s.listed[name] = true
@@ -260,8 +264,10 @@ func (tg *parityTarget) run(t *testing.T, next func(s *paritySim, i int) (parity
 				wantListed = append(wantListed, name)
 			}
 		}
-		if got := p.listTools(); !slices.Equal(got, wantListed) {
-			t.Errorf("%s: tools/list gives %v, want %v", tg.server, got, wantListed)
+		if !tg.unlisted {
+			if got := p.listTools(); !slices.Equal(got, wantListed) {
+				t.Errorf("%s: tools/list gives %v, want %v", tg.server, got, wantListed)
+			}
 		}
 
 		for i := 0; ; i++ {
@@ -427,36 +433,51 @@ func TestParityRepoPolicies(t *testing.T) {
 			if g.subject == "" {
 				name += "anonymous"
 			}
-			t.Run(name, func(t *testing.T) {
-				// The sequence, built as it goes (fills depend on the counters).
-				var seq []parityCall
-				step, fills := 0, 0
-				next := func(s *paritySim, i int) (parityCall, bool) {
-					for len(seq) <= i {
-						if step >= 2*len(g.calls) {
-							return parityCall{}, false
-						}
-						c := tf.Cases[g.calls[step%len(g.calls)]]
-						call := parityCall{tool: c.Tool, args: c.Args}
-						if step >= len(g.calls) { // the second round: each case once more
-							seq = append(seq, call)
-							step++
-							continue
-						}
-						if key, target, ok := fillTarget(s, c.State, call); ok && fills < 300 && s.counters[key] < target {
-							fills++ // the call still moves the counter towards the case's value
-							seq = append(seq, call)
-							continue
-						}
-						fills = 0
-						seq = append(seq, call, parityCall{tool: c.Tool, args: c.Args, fail: true}, call)
-						step++
-					}
-					return seq[i], true
+			// A client that calls without listing tools meets the same
+			// decisions on a policy reading annotations.
+			policyData, _ := os.ReadFile(strings.TrimSuffix(path, "_test.yaml") + ".yaml")
+			unlisted := bytes.Contains(policyData, []byte("tool.annotations"))
+			for _, listFirst := range []bool{true, false} {
+				if !listFirst && !unlisted {
+					continue
 				}
-				tally := target.run(t, next)
-				t.Logf("%d cases: %v", len(g.calls), tally)
-			})
+				target := *target
+				target.unlisted = !listFirst
+				name := name
+				if !listFirst {
+					name += "/unlisted"
+				}
+				t.Run(name, func(t *testing.T) {
+					// The sequence, built as it goes (fills depend on the counters).
+					var seq []parityCall
+					step, fills := 0, 0
+					next := func(s *paritySim, i int) (parityCall, bool) {
+						for len(seq) <= i {
+							if step >= 2*len(g.calls) {
+								return parityCall{}, false
+							}
+							c := tf.Cases[g.calls[step%len(g.calls)]]
+							call := parityCall{tool: c.Tool, args: c.Args}
+							if step >= len(g.calls) { // the second round: each case once more
+								seq = append(seq, call)
+								step++
+								continue
+							}
+							if key, target, ok := fillTarget(s, c.State, call); ok && fills < 300 && s.counters[key] < target {
+								fills++ // the call still moves the counter towards the case's value
+								seq = append(seq, call)
+								continue
+							}
+							fills = 0
+							seq = append(seq, call, parityCall{tool: c.Tool, args: c.Args, fail: true}, call)
+							step++
+						}
+						return seq[i], true
+					}
+					tally := target.run(t, next)
+					t.Logf("%d cases: %v", len(g.calls), tally)
+				})
+			}
 		}
 	}
 }

@@ -460,3 +460,36 @@ func outcomes(p *rawProxy, tool string, args ...string) []string {
 	}
 	return got
 }
+
+// TestUnlistedToolsAnnotated: a client that calls without listing tools
+// still meets rules on the annotations the server announces (the proxy
+// lists the tools itself), and the proxy's own listing never reaches it.
+func TestUnlistedToolsAnnotated(t *testing.T) {
+	dir := policyDir(t, "annotated.yaml", `version: "1"
+default: allow
+tools:
+  "*":
+    rules:
+      - name: no destructive tools
+        action: deny
+        when: [{path: tool.annotations.destructiveHint, op: eq, value: true}]
+        on_deny: destructive tools are off
+`)
+	tools := filepath.Join(t.TempDir(), "tools.json")
+	if err := os.WriteFile(tools, []byte(`[
+		{"name":"read_notes","inputSchema":{"type":"object"},"annotations":{"readOnlyHint":true}},
+		{"name":"wipe_notes","inputSchema":{"type":"object"},"annotations":{"destructiveHint":true}}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startRaw(t, []string{"proxy", "--policy", dir, "--state", "memory", "--admin", ""}, anyserverBin(t), "-tools", tools)
+	p.initialize()
+	got := append(outcomes(p, "wipe_notes", `{}`), outcomes(p, "read_notes", `{}`)...)
+	if want := []string{"denied: destructive tools are off", "allowed"}; !slices.Equal(got, want) {
+		t.Errorf("calls without a listing: got %q, want %q", got, want)
+	}
+	for _, l := range p.other {
+		if strings.Contains(string(l), "toolgate/tools-list") {
+			t.Errorf("the client got the proxy's own listing: %s", l)
+		}
+	}
+}

@@ -1,0 +1,143 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/toolgate/toolgate/bundles"
+)
+
+// annotationsSeen records the annotations each call was decided with, by
+// tool.
+type annotationsSeen struct {
+	mu   sync.Mutex
+	seen map[string][]string
+}
+
+func (a *annotationsSeen) decide(_ context.Context, in *bundles.Input) Verdict {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.seen == nil {
+		a.seen = map[string][]string{}
+	}
+	a.seen[in.Tool] = append(a.seen[in.Tool], string(in.Annotations))
+	return Verdict{Allow: true}
+}
+
+func (a *annotationsSeen) of(tool string) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.seen[tool]...)
+}
+
+// Over Streamable HTTP the proxy lists the tools of a session whose client
+// did not, once for concurrent calls, with the session's headers (the
+// go-sdk server refuses a POST outside its session), from JSON answers and
+// event streams alike.
+func TestHTTPListsToolsForAnnotations(t *testing.T) {
+	hpModes(t, func(t *testing.T, jsonResponse bool) {
+		up := newUpServer(t, jsonResponse)
+		var seen annotationsSeen
+		p := newHPProxy(t, up.URL, seen.decide, func(h *HTTP) {
+			h.Enforcer.ReadsAnnotations = func() bool { return true }
+		})
+		cs, _ := hpConnect(t, p.URL, hpVersion, nil)
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if res, err := hpCall(t, cs, "read_file", map[string]any{"path": "/srv/x"}); err != nil || res.IsError {
+					t.Errorf("read_file: %v %+v", err, res)
+				}
+			}()
+		}
+		wg.Wait()
+		if _, err := hpCall(t, cs, "delete_branch", map[string]any{"path": "b"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, got := range seen.of("read_file") {
+			if !strings.Contains(got, `"readOnlyHint":true`) {
+				t.Errorf("read_file decided with annotations %q, want the server's", got)
+			}
+		}
+		if n := len(seen.of("read_file")); n != 4 {
+			t.Errorf("read_file decided %d times, want 4", n)
+		}
+		if got := up.listPosts.Load(); got != 1 {
+			t.Errorf("tools/list POSTs the server got: %d, want 1", got)
+		}
+	})
+}
+
+// The stdio-to-HTTP bridge lists too, and a session without annotations
+// needs no listing when the policy reads none.
+func TestBridgeListsToolsForAnnotations(t *testing.T) {
+	for _, reads := range []bool{true, false} {
+		up := newUpServer(t, false)
+		var seen annotationsSeen
+		hb := newHPBridge(t, up.URL, seen.decide, func(b *Bridge) {
+			b.Enforcer.ReadsAnnotations = func() bool { return reads }
+		})
+		cs, _ := hb.connect(t, hpVersion)
+		if _, err := hpCall(t, cs, "read_file", map[string]any{"path": "/srv/x"}); err != nil {
+			t.Fatal(err)
+		}
+		got := seen.of("read_file")
+		switch {
+		case reads && (len(got) != 1 || !strings.Contains(got[0], `"readOnlyHint":true`)):
+			t.Errorf("policy reading annotations: read_file decided with %q, want the server's", got)
+		case !reads && (len(got) != 1 || got[0] != ""):
+			t.Errorf("policy reading none: read_file decided with %q, want none", got)
+		}
+		if n, want := up.listPosts.Load(), map[bool]int64{true: 1, false: 0}[reads]; n != want {
+			t.Errorf("reads=%v: tools/list POSTs %d, want %d", reads, n, want)
+		}
+	}
+}
+
+// An HTTP listing the server does not answer in time fails the call with
+// a JSON-RPC error, and the call never reaches the server.
+func TestHTTPListingTimesOut(t *testing.T) {
+	var calls atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if bytes.Contains(body, []byte(`"tools/call"`)) {
+			calls.Add(1)
+		}
+		if bytes.Contains(body, []byte(`"tools/list"`)) {
+			select { // hang
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer up.Close()
+	var seen annotationsSeen
+	p := newHPProxy(t, up.URL, seen.decide, func(h *HTTP) {
+		h.Enforcer.ReadsAnnotations = func() bool { return true }
+		h.CallTimeout = 100 * time.Millisecond
+	})
+	resp, err := http.Post(p.URL, "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `"id":7`) || !strings.Contains(string(body), "-32000") || !strings.Contains(string(body), "did not answer the proxy's tools/list within 100ms") {
+		t.Fatalf("got %s, want call 7 failed for want of the listing", body)
+	}
+	if calls.Load() != 0 || len(seen.of("x")) != 0 {
+		t.Fatal("the call was decided or forwarded without the listing")
+	}
+}
