@@ -530,7 +530,7 @@ func (p *Stdio) fromClient(ctx context.Context, b *batch, line []byte, tooLong b
 					return err
 				}
 			}
-			forward, listFirst, err := p.decideCall(ctx, b, c, &m, line, true)
+			forward, listFirst, err := p.decideCall(ctx, b, key, c, &m, line, true)
 			switch {
 			case listFirst:
 				_, err = p.awaitListing(b, c, line, true)
@@ -551,12 +551,11 @@ func (p *Stdio) fromClient(ctx context.Context, b *batch, line []byte, tooLong b
 }
 
 // decideCall decides the tools/call request m (a view into line, as
-// pending call c): it answers it, holds it for approval, or makes it
+// pending call c, whose id is key): it answers it, holds it for approval, or makes it
 // pending and reports that the caller is to forward line. With mayList, a
 // call that must wait for a listing of the server's tools is not decided
 // (listFirst; see [Enforcer.decideOrList]).
-func (p *Stdio) decideCall(ctx context.Context, b *batch, c pendingCall, m *message, line []byte, mayList bool) (forward, listFirst bool, err error) {
-	key := string(c.id)
+func (p *Stdio) decideCall(ctx context.Context, b *batch, key string, c pendingCall, m *message, line []byte, mayList bool) (forward, listFirst bool, err error) {
 	v, errLine, listFirst := p.enforcer.decide(ctx, &p.catalog, p.Identity, m, mayList)
 	switch {
 	case listFirst:
@@ -704,13 +703,14 @@ func (p *Stdio) endListing(ctx context.Context, b *batch, failed string) error {
 				}
 				continue
 			}
+			key := string(m.ID)
 			p.mu.Lock()
-			c, ok := p.pending[string(m.ID)]
+			c, ok := p.pending[key]
 			p.mu.Unlock()
 			if !ok {
 				continue // answered meanwhile (the server exited)
 			}
-			forward, _, err := p.decideCall(ctx, b, c, &m, line, false)
+			forward, _, err := p.decideCall(ctx, b, key, c, &m, line, false)
 			if err != nil {
 				return err
 			}

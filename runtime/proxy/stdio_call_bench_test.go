@@ -14,7 +14,8 @@ import (
 )
 
 // BenchmarkStdioCall is the stdio proxy's whole work for one tools/call and
-// its answer, as `toolgate proxy --state memory` does it: reading both
+// its answer, as `toolgate proxy --state memory` does it (the client has not
+// listed tools; the policy reads no annotations): reading both
 // messages, the decision (the engine with its memo, behind the metrics),
 // the counter reservation, the pending-call bookkeeping and writing both
 // out (to writers that only count), without the system calls. Its
@@ -33,9 +34,9 @@ func BenchmarkStdioCall(b *testing.B) {
 	pol := NewPolicy(eng, WithCounters(counters.New()), WithLogger(quiet), WithDecided(admin.NewMetrics().Decided))
 	for _, tool := range []string{"echo", "delete_everything"} {
 		b.Run("tool="+tool, func(b *testing.B) {
-			p := &Stdio{Server: "bench", Decide: pol.Decide, Logger: quiet}
+			p := &Stdio{Server: "bench", Decide: pol.Decide, Logger: quiet, ReadsAnnotations: pol.ReadsAnnotations}
 			p.pending = map[string]pendingCall{}
-			p.enforcer = &Enforcer{Server: p.Server, Decide: p.Decide}
+			p.enforcer = &Enforcer{Server: p.Server, Decide: p.Decide, ReadsAnnotations: p.ReadsAnnotations}
 			var toClient, toServer countingWriter
 			p.toClient.w = bufio.NewWriterSize(&toClient, 64<<10)
 			p.toServer.w = bufio.NewWriterSize(&toServer, 64<<10)
