@@ -192,10 +192,11 @@ type Reads struct {
 	// Arguments are the argument paths (lists of object keys) any rule
 	// reads, sorted; empty when no rule reads arguments.
 	Arguments [][]string `json:"arguments"`
-	// Annotations is set when a rule reads tool.annotations paths: the
+	// Annotations says whether a rule reads tool.annotations paths: the
 	// runtime then needs the annotations the server lists for every tool
-	// called.
-	Annotations bool `json:"annotations,omitempty"`
+	// called. Absent (nil, as in bundles built before it was written)
+	// means they may be read.
+	Annotations *bool `json:"annotations,omitempty"`
 }
 
 // SourceDigest names a policy source file and its content's sha256 (hex).

@@ -84,7 +84,8 @@ func Build(ctx context.Context, sources []policy.Source, opts Options) (*bundles
 	for _, s := range set.Servers {
 		b.Manifest.Metadata.Servers = append(b.Manifest.Metadata.Servers, s.Name)
 	}
-	b.Manifest.Metadata.Reads = &bundles.Reads{Arguments: ArgumentPaths(set), Annotations: ReadsAnnotations(set)}
+	annotations := ReadsAnnotations(set)
+	b.Manifest.Metadata.Reads = &bundles.Reads{Arguments: ArgumentPaths(set), Annotations: &annotations}
 	counters := regogen.CounterTable(set)
 	if counters == nil {
 		counters = []bundles.Reservation{}

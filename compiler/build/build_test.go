@@ -41,8 +41,8 @@ func TestBuildManifest(t *testing.T) {
 	if got, want := m.Metadata.Reads.Arguments, [][]string{{"body", "size"}, {"cost"}, {"repo"}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("argument paths: got %v, want %v", got, want)
 	}
-	if m.Metadata.Reads.Annotations {
-		t.Errorf("reads annotations: got true for a policy that reads none")
+	if a := m.Metadata.Reads.Annotations; a == nil || *a {
+		t.Errorf("reads annotations: got %v, want false, written out", a)
 	}
 	counters := m.Metadata.Compact.Counters
 	if len(counters) != 2 || counters[0].Key != "create_issue._rate_hour" || *counters[0].Limit != 5 || counters[0].Amount != 1 ||
@@ -74,7 +74,7 @@ tools:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !b.Manifest.Metadata.Reads.Annotations {
+		if a := b.Manifest.Metadata.Reads.Annotations; a == nil || !*a {
 			t.Errorf("%s on tool.annotations: the manifest does not say the policy reads annotations", clause)
 		}
 	}

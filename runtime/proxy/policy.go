@@ -388,14 +388,15 @@ func (p *Policy) AuditErrors() uint64 { return p.auditErrors.Load() }
 
 // ReadsAnnotations reports whether the bundle in force reads
 // tool.annotations paths (the [Enforcer.ReadsAnnotations] hook); a manifest
-// that does not say what it reads reads everything. False while no bundle
-// is in force: every call is denied then.
+// that does not say so (built before it was written) may read them. False
+// while no bundle is in force: every call is denied then.
 func (p *Policy) ReadsAnnotations() bool {
 	m, _, ok := p.eval.ActiveManifest()
 	if !ok || m == nil {
 		return false
 	}
-	return m.Metadata.Reads == nil || m.Metadata.Reads.Annotations
+	r := m.Metadata.Reads
+	return r == nil || r.Annotations == nil || *r.Annotations
 }
 
 // Hidden reports whether the decision for in (a listed tool, empty

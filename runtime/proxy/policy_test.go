@@ -511,16 +511,19 @@ func TestInvalidCounterInTurn(t *testing.T) {
 }
 
 // ReadsAnnotations follows the manifest in force: a manifest that does not
-// say what it reads reads everything; no bundle in force reads nothing.
+// say whether it reads annotations may read them; no bundle in force reads
+// nothing.
 func TestPolicyReadsAnnotations(t *testing.T) {
+	yes, no := true, false
 	for _, tt := range []struct {
 		name  string
 		reads *bundles.Reads
 		ok    bool
 		want  bool
 	}{
-		{"says it reads them", &bundles.Reads{Annotations: true}, true, true},
-		{"says it reads none", &bundles.Reads{}, true, false},
+		{"says it reads them", &bundles.Reads{Annotations: &yes}, true, true},
+		{"says it reads none", &bundles.Reads{Annotations: &no}, true, false},
+		{"says what it reads but not whether annotations (built before)", &bundles.Reads{}, true, true},
 		{"does not say", nil, true, true},
 		{"no bundle in force", nil, false, false},
 	} {
