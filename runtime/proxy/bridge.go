@@ -203,8 +203,9 @@ func (b *Bridge) fromClient(ctx context.Context, line []byte, tooLong bool) erro
 			v, errLine, listFirst := b.enforcer.decideOrList(ctx, &b.catalog, b.Identity, &m)
 			if listFirst {
 				// Waits, reading no further client message meanwhile.
-				if err := awaitListing(ctx, &b.catalog, b.CallTimeout, b.postList, int64(b.MaxLine), b.listFailed); err != nil {
-					return b.toClient.write(appendError(nil, m.ID, codeUpstreamGone, listFailure(err, b.CallTimeout)))
+				timeout := listTimeout(b.CallTimeout)
+				if err := awaitListing(ctx, &b.catalog, timeout, b.postList, int64(b.MaxLine), b.listFailed); err != nil {
+					return b.toClient.write(appendError(nil, m.ID, codeUpstreamGone, listFailure(err, timeout)))
 				}
 				v, errLine = b.enforcer.DecideCall(ctx, &b.catalog, b.Identity, &m)
 			}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
@@ -35,12 +34,12 @@ type Enforcer struct {
 	// it waits.
 	Notify func(line []byte) error
 	// ReadsAnnotations reports whether the policy in force reads
-	// tool.annotations paths. When it does, a tools/call naming a tool the
-	// session's [Catalog] does not hold waits while the proxy lists the
-	// server's tools itself (every page), unless it has done so since the
-	// server last said its list changed: the annotations must be those the
-	// server announces, whether or not the client listed them. Nil never
-	// lists.
+	// tool.annotations paths. When it does, a tools/call waits while the
+	// proxy lists the server's tools itself (every page) if it names a tool
+	// the session's [Catalog] does not hold, or the server said its tools
+	// changed, unless the proxy has listed them since: the annotations must
+	// be those the server announces, whether or not the client listed
+	// them. Nil never lists.
 	ReadsAnnotations func() bool
 }
 
@@ -49,28 +48,22 @@ type Enforcer struct {
 // tool.annotations paths. The zero value is empty and ready; it is safe for
 // concurrent use.
 type Catalog struct {
-	mu    sync.Mutex           // guards tools, listing
+	mu    sync.Mutex           // guards tools, changes, listing
 	tools map[string]toolEntry // by tool name
+	// changes counts the server's notifications that its tools changed: a
+	// listing started before one is out of date.
+	changes uint64
 	// complete is set once the proxy has read every page of the server's
-	// tools/list itself, and cleared when the server says the list
-	// changed: a tool it does not hold then has no annotations.
+	// tools/list itself since the server last said its list changed: a
+	// tool the catalog does not hold then has no annotations.
 	complete atomic.Bool
+	// stale is set when the server said its list changed since the proxy
+	// last listed it: the annotations held may be out of date.
+	stale atomic.Bool
 	// listing is the proxy's own listing in flight, for transports whose
 	// calls wait on it in their own goroutines (HTTP); nil when none.
 	listing *listing
 }
-
-// listing is one listing of a server's tools by the proxy: done is closed
-// when it ends, and err then says why it failed, or is nil.
-type listing struct {
-	done chan struct{}
-	err  error
-}
-
-// MaxToolPages bounds how many pages of tools/list the proxy reads when it
-// lists a server's tools itself: a server whose cursors never end stops
-// there, and its tools not yet read have no annotations.
-const MaxToolPages = 100
 
 // toolEntry is one listed tool: its name (kept so that a call's input can
 // use it rather than a new copy) and its annotations.
@@ -95,33 +88,44 @@ func (c *Catalog) lookup(name []byte) (toolEntry, bool) {
 	return t, ok
 }
 
-// Stale forgets that the catalog is complete: the server said its list of
-// tools changed (notifications/tools/list_changed).
-func (c *Catalog) Stale() { c.complete.Store(false) }
-
-// join returns the listing in flight, starting one when there is none
-// (lead is then true: the caller lists, and ends it with [Catalog.end]).
-func (c *Catalog) join() (l *listing, lead bool) {
+// Stale records that the server said its list of tools changed
+// (notifications/tools/list_changed): the next call that needs annotations
+// waits for a new listing, and a listing under way is out of date.
+func (c *Catalog) Stale() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.listing != nil {
-		return c.listing, false
-	}
-	c.listing = &listing{done: make(chan struct{})}
-	return c.listing, true
+	c.changes++
+	c.complete.Store(false)
+	c.stale.Store(true)
 }
 
-// end ends listing l with err, marking the catalog complete when it
-// succeeded.
-func (c *Catalog) end(l *listing, err error) {
+// needsListing reports whether a call to a tool the catalog holds (listed)
+// or not must wait for the proxy to list the server's tools.
+func (c *Catalog) needsListing(listed bool) bool {
+	return !c.complete.Load() && (!listed || c.stale.Load())
+}
+
+// generation returns how many times the server said its tools changed: a
+// listing started now is current until it changes.
+func (c *Catalog) generation() uint64 {
 	c.mu.Lock()
-	if err == nil {
-		c.complete.Store(true)
+	defer c.mu.Unlock()
+	return c.changes
+}
+
+// replace makes tools, read by a listing started at generation gen, the
+// catalog, complete, unless the server said its tools changed since; it
+// reports whether it did.
+func (c *Catalog) replace(tools map[string]toolEntry, gen uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.changes != gen {
+		return false
 	}
-	c.listing = nil
-	c.mu.Unlock()
-	l.err = err
-	close(l.done)
+	c.tools = tools
+	c.stale.Store(false)
+	c.complete.Store(true)
+	return true
 }
 
 func (c *Catalog) set(tool string, ann json.RawMessage) {
@@ -307,7 +311,7 @@ func (e *Enforcer) decide(ctx context.Context, cat *Catalog, id bundles.Identity
 	if !ok {
 		return Verdict{}, appendError(nil, m.ID, codeInvalidParams, errNameEncoding), false
 	}
-	if mayList && !listed && e.ReadsAnnotations != nil && e.ReadsAnnotations() && !cat.complete.Load() {
+	if mayList && e.ReadsAnnotations != nil && cat.needsListing(listed) && e.ReadsAnnotations() {
 		return Verdict{}, nil, true
 	}
 	if tok := cp.progressToken; e.Notify != nil && validID(tok) {
@@ -319,55 +323,6 @@ func (e *Enforcer) decide(ctx context.Context, cat *Catalog, id bundles.Identity
 	*in = bundles.Input{State: in.State[:0]}
 	inputs.Put(in)
 	return v, nil, false
-}
-
-// appendListRequest appends the proxy's own tools/list request with id (a
-// JSON string) for the page after cursor (a JSON string; nil for the
-// first).
-func appendListRequest(dst []byte, id string, cursor json.RawMessage) []byte {
-	dst = append(dst, `{"jsonrpc":"2.0","id":`...)
-	dst = appendString(dst, id)
-	dst = append(dst, `,"method":"tools/list"`...)
-	if cursor != nil {
-		dst = append(dst, `,"params":{"cursor":`...)
-		dst = append(dst, cursor...)
-		dst = append(dst, '}')
-	}
-	return append(dst, '}')
-}
-
-// errListUnreadable is why a listing fails on a result that is not a page
-// of tools.
-var errListUnreadable = errors.New("its tools/list result is not a list of tools")
-
-// recordPage remembers the tools of one page of a tools/list result and
-// returns the cursor of the next page (a JSON string), or nil after the
-// last.
-func (c *Catalog) recordPage(result json.RawMessage) (next json.RawMessage, err error) {
-	var page struct {
-		Tools      []listedTool    `json:"tools"`
-		NextCursor json.RawMessage `json:"nextCursor"`
-	}
-	if err := json.Unmarshal(result, &page); err != nil {
-		return nil, errListUnreadable
-	}
-	for _, t := range page.Tools {
-		c.set(t.Name, listedAnnotations(t.Annotations))
-	}
-	if next = bytes.TrimSpace(page.NextCursor); len(next) == 0 || next[0] != '"' || string(next) == `""` {
-		return nil, nil
-	}
-	return next, nil
-}
-
-// listsNothing reports whether an error answer to tools/list (its error
-// member) says the server has no tools to list: method not found. Any other
-// error fails the listing, and the calls waiting on it.
-func listsNothing(errMember json.RawMessage) bool {
-	var e struct {
-		Code *int `json:"code"`
-	}
-	return json.Unmarshal(errMember, &e) == nil && e.Code != nil && *e.Code == codeMethodNotFound
 }
 
 // listedAnnotations returns the annotations of a listed tool when they are

@@ -277,12 +277,22 @@ func (h *HTTP) servePOST(w http.ResponseWriter, r *http.Request) {
 			v, errLine, listFirst := e.decideOrList(r.Context(), cat, h.identity(r), &m)
 			if listFirst {
 				if x.sess == nil {
-					x.sess = h.sessions.ensure(x.sid)
-					cat = &x.sess.catalog
+					// A session the proxy does not track (yet): listed for
+					// this call alone, so that made-up session ids evict no
+					// one's catalog.
+					cat = &Catalog{}
 				}
-				if err := awaitListing(r.Context(), cat, h.CallTimeout, h.listPoster(r, x.sid), h.maxBody, h.listFailed); err != nil {
-					if r.Context().Err() == nil { // else the client has gone
-						writeJSON(w, http.StatusOK, appendError(nil, m.ID, codeUpstreamGone, listFailure(err, h.CallTimeout)))
+				timeout := listTimeout(h.CallTimeout)
+				if err := awaitListing(r.Context(), cat, timeout, h.listPoster(r, x.sid), h.maxBody, h.listFailed); err != nil {
+					var se statusError
+					switch {
+					case r.Context().Err() != nil: // the client has gone
+					case errors.As(err, &se) && se.code == http.StatusNotFound:
+						// The server ended the session: the client must
+						// start a new one, as a forwarded call would tell it.
+						writeJSON(w, http.StatusNotFound, appendError(nil, m.ID, codeUpstreamGone, "the MCP server does not know this session"))
+					default:
+						writeJSON(w, http.StatusOK, appendError(nil, m.ID, codeUpstreamGone, listFailure(err, timeout)))
 					}
 					return
 				}

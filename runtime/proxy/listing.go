@@ -3,6 +3,9 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,13 +16,137 @@ import (
 )
 
 // The proxy lists a server's tools itself when the policy in force reads
-// tool.annotations and a call names a tool it has not seen listed (see
-// [Enforcer.ReadsAnnotations]). Over stdio the requests share the server's
-// pipe ([Stdio.awaitListing]); over HTTP each page is a POST of its own,
-// made here.
+// tool.annotations and a call names a tool it has not seen listed, or the
+// server said its tools changed (see [Enforcer.ReadsAnnotations]). Over
+// stdio the requests share the server's pipe ([Stdio.awaitListing]); over
+// HTTP each page is a POST of its own, made here.
+
+// Limits of the proxy's own listings.
+const (
+	// MaxToolPages bounds how many pages of tools/list one listing reads:
+	// a server whose cursors never end stops there, and its tools not yet
+	// read have no annotations.
+	MaxToolPages = 100
+	// MaxListRestarts bounds how many times a listing starts over because
+	// the server said its tools changed while it read them; past it the
+	// calls waiting on it fail.
+	MaxListRestarts = 3
+	// MaxListWaiting bounds how many stdio calls wait on one listing; more
+	// are answered with an error.
+	MaxListWaiting = 1024
+	// DefaultListTimeout bounds a listing (every page) when no call
+	// timeout is set.
+	DefaultListTimeout = 30 * time.Second
+)
+
+// listTimeout is how long a listing may take under a call timeout of
+// callTimeout.
+func listTimeout(callTimeout time.Duration) time.Duration {
+	if callTimeout > 0 {
+		return callTimeout
+	}
+	return DefaultListTimeout
+}
+
+// listIDPrefix returns the prefix of the ids of a proxy's own tools/list
+// requests: random, so that no client can guess one (and have the proxy
+// take the server's answer to the client's request, spelled with escapes,
+// for a page of its listing).
+func listIDPrefix() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "toolgate/tools-list/" + hex.EncodeToString(b[:]) + "/"
+}
+
+// appendListRequest appends the proxy's own tools/list request with id (a
+// JSON string) for the page after cursor (a JSON string; nil for the
+// first).
+func appendListRequest(dst []byte, id string, cursor json.RawMessage) []byte {
+	dst = append(dst, `{"jsonrpc":"2.0","id":`...)
+	dst = appendString(dst, id)
+	dst = append(dst, `,"method":"tools/list"`...)
+	if cursor != nil {
+		dst = append(dst, `,"params":{"cursor":`...)
+		dst = append(dst, cursor...)
+		dst = append(dst, '}')
+	}
+	return append(dst, '}')
+}
+
+// Why a listing fails.
+var (
+	errListUnreadable   = errors.New("its tools/list result is not a list of tools")
+	errListKeptChanging = errors.New("the MCP server's tools kept changing while the proxy listed them")
+	errNoListAnswer     = errors.New("the MCP server's answer to the proxy's tools/list holds no response to it")
+)
+
+// parsePage adds the tools of one page of a tools/list result to tools and
+// returns the cursor of the next page (a JSON string), or nil after the
+// last.
+func parsePage(result json.RawMessage, tools map[string]toolEntry) (next json.RawMessage, err error) {
+	var page struct {
+		Tools      []listedTool    `json:"tools"`
+		NextCursor json.RawMessage `json:"nextCursor"`
+	}
+	if err := json.Unmarshal(result, &page); err != nil {
+		return nil, errListUnreadable
+	}
+	for _, t := range page.Tools {
+		tools[t.Name] = toolEntry{name: t.Name, annotations: listedAnnotations(t.Annotations)}
+	}
+	if next = bytes.TrimSpace(page.NextCursor); len(next) == 0 || next[0] != '"' || string(next) == `""` {
+		return nil, nil
+	}
+	return next, nil
+}
+
+// listsNothing reports whether an error answer to tools/list (its error
+// member) says the server has no tools to list: method not found. Any other
+// error fails the listing, and the calls waiting on it.
+func listsNothing(errMember json.RawMessage) bool {
+	var e struct {
+		Code *int `json:"code"`
+	}
+	return json.Unmarshal(errMember, &e) == nil && e.Code != nil && *e.Code == codeMethodNotFound
+}
+
+// listing is one listing of a server's tools by the proxy over HTTP: done
+// is closed when it ends, and err then says why it failed, or is nil.
+type listing struct {
+	done chan struct{}
+	err  error
+}
+
+// join returns the listing in flight, starting one when there is none
+// (lead is then true: the caller lists, and ends it with [Catalog.end]),
+// or nil when the catalog has become complete meanwhile.
+func (c *Catalog) join() (l *listing, lead bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.listing != nil {
+		return c.listing, false
+	}
+	if c.complete.Load() {
+		return nil, false
+	}
+	c.listing = &listing{done: make(chan struct{})}
+	return c.listing, true
+}
+
+// end ends listing l with err.
+func (c *Catalog) end(l *listing, err error) {
+	c.mu.Lock()
+	c.listing = nil
+	c.mu.Unlock()
+	l.err = err
+	close(l.done)
+}
 
 // listRequests numbers the proxy's own tools/list requests over HTTP.
-var listRequests atomic.Uint64
+var (
+	listRequests atomic.Uint64
+	httpListIDs  = listIDPrefix()
+)
 
 // postFunc sends one request body to the MCP server (with the session's
 // headers) and returns its HTTP response.
@@ -27,19 +154,18 @@ type postFunc func(ctx context.Context, body []byte) (*http.Response, error)
 
 // awaitListing waits until cat is complete, listing the server's tools with
 // post when no listing is under way. The listing runs on its own, bounded
-// by timeout (zero: none), so that a caller who leaves does not fail the
-// others waiting on it; failed, when set, is told once why it failed. It
-// returns the listing's error, or ctx's.
+// by timeout, so that a caller who leaves does not fail the others waiting
+// on it; failed, when set, is told once why it failed. It returns the
+// listing's error, or ctx's.
 func awaitListing(ctx context.Context, cat *Catalog, timeout time.Duration, post postFunc, maxBody int64, failed func(error)) error {
 	l, lead := cat.join()
+	if l == nil {
+		return nil
+	}
 	if lead {
 		go func() {
-			lctx := context.WithoutCancel(ctx)
-			if timeout > 0 {
-				var cancel context.CancelFunc
-				lctx, cancel = context.WithTimeout(lctx, timeout)
-				defer cancel()
-			}
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+			defer cancel()
 			err := listPages(lctx, cat, post, maxBody)
 			if err != nil && failed != nil {
 				failed(err)
@@ -55,40 +181,56 @@ func awaitListing(ctx context.Context, cat *Catalog, timeout time.Duration, post
 	}
 }
 
-// listPages reads the server's tools/list page by page into cat, at most
-// [MaxToolPages]. A method-not-found answer ends it well: the server lists
-// nothing (more); any other error answer fails it.
+// listPages reads the server's tools/list page by page, at most
+// [MaxToolPages], and makes what it read cat's tools; when the server said
+// its tools changed meanwhile it starts over, at most [MaxListRestarts]
+// times. A method-not-found answer ends a listing well (the server lists
+// nothing more); any other error answer fails it.
 func listPages(ctx context.Context, cat *Catalog, post postFunc, maxBody int64) error {
-	var cursor []byte
-	for range MaxToolPages {
-		id := "toolgate/tools-list/" + strconv.FormatUint(listRequests.Add(1), 10)
-		m, err := postForAnswer(ctx, post, appendListRequest(nil, id, cursor), id, maxBody)
-		if err != nil {
-			return err
-		}
-		if m.Error != nil {
-			if listsNothing(m.Error) {
-				return nil
+	for restarts := 0; ; restarts++ {
+		gen := cat.generation()
+		tools := map[string]toolEntry{}
+		var cursor []byte
+		for range MaxToolPages {
+			id := httpListIDs + strconv.FormatUint(listRequests.Add(1), 10)
+			m, err := postForAnswer(ctx, cat, post, appendListRequest(nil, id, cursor), id, maxBody)
+			if err != nil {
+				return err
 			}
-			return fmt.Errorf("the MCP server answered the proxy's tools/list with the error %s", m.Error)
+			if m.Error != nil {
+				if listsNothing(m.Error) {
+					break
+				}
+				return fmt.Errorf("the MCP server answered the proxy's tools/list with the error %s", m.Error)
+			}
+			if cursor, err = parsePage(m.Result, tools); err != nil {
+				return err
+			}
+			if cursor == nil {
+				break
+			}
 		}
-		next, err := cat.recordPage(m.Result)
-		if err != nil || next == nil {
-			return err
+		if cat.replace(tools, gen) {
+			return nil
 		}
-		cursor = next
+		if restarts == MaxListRestarts {
+			return errListKeptChanging
+		}
 	}
-	return nil
 }
 
-// errNoListAnswer is why a listing fails when the server's answer holds
-// no response to it.
-var errNoListAnswer = errors.New("the MCP server's answer to the proxy's tools/list holds no response to it")
+// statusError is a listing refused with an HTTP status.
+type statusError struct{ code int }
+
+func (e statusError) Error() string {
+	return "the MCP server answered the proxy's tools/list with HTTP " + strconv.Itoa(e.code)
+}
 
 // postForAnswer posts body, a request with id (a string), and returns the
-// server's response to it, read from a JSON answer or an event stream
-// (whose other messages are dropped: the request is the proxy's).
-func postForAnswer(ctx context.Context, post postFunc, body []byte, id string, maxBody int64) (message, error) {
+// server's response to it, read from a JSON answer or an event stream.
+// Other messages on it are dropped (the request is the proxy's), but a
+// notification that the tools changed makes cat stale.
+func postForAnswer(ctx context.Context, cat *Catalog, post postFunc, body []byte, id string, maxBody int64) (message, error) {
 	resp, err := post(ctx, body)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -99,11 +241,14 @@ func postForAnswer(ctx context.Context, post postFunc, body []byte, id string, m
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		drain(resp.Body)
-		return message{}, fmt.Errorf("the MCP server answered the proxy's tools/list with HTTP %d", resp.StatusCode)
+		return message{}, statusError{resp.StatusCode}
 	}
 	want := appendString(nil, id)
 	answers := func(msg []byte) (message, bool) {
 		m, k, _ := classify(msg)
+		if k == kindNotification && *m.Method == "notifications/tools/list_changed" {
+			cat.Stale()
+		}
 		return m, k == kindResponse && sameID(m.ID, want)
 	}
 	switch mediaType(resp.Header.Get("Content-Type")) {

@@ -3,6 +3,7 @@
 package proxy
 
 import (
+	"encoding/json"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -31,6 +32,30 @@ func eachRelay(t *testing.T, test func(t *testing.T, portable bool)) {
 	}
 }
 
+// listRequest reads the proxy's own tools/list request from the server's
+// side and returns its id (raw JSON) and cursor.
+func (h *pollHarness) listRequest() (id, cursor string) {
+	h.t.Helper()
+	line := h.serverGets()
+	var m struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+		Params struct {
+			Cursor string `json:"cursor"`
+		} `json:"params"`
+	}
+	if err := json.Unmarshal([]byte(line), &m); err != nil || m.Method != "tools/list" || !strings.HasPrefix(string(m.ID), `"toolgate/tools-list/`) {
+		h.t.Fatalf("server got %s, want the proxy's own tools/list", line)
+	}
+	return string(m.ID), m.Params.Cursor
+}
+
+// answerList answers the proxy's request id with result.
+func (h *pollHarness) answerList(id, result string) {
+	h.t.Helper()
+	h.fromServer(`{"jsonrpc":"2.0","id":` + id + `,"result":` + result + `}`)
+}
+
 // A client that calls without listing tools still gets decisions on the
 // annotations the server announces: the proxy lists the tools itself, page
 // by page, holding the calls (in order) meanwhile; its own requests and
@@ -44,18 +69,20 @@ func TestStdioListsToolsForAnnotations(t *testing.T) {
 		wipe := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"wipe","arguments":{}}}`
 		echo := `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"t":"x"}}}`
 		h.fromClient(wipe)
-		if got, want := h.serverGets(), `{"jsonrpc":"2.0","id":"toolgate/tools-list/1","method":"tools/list"}`; got != want {
-			t.Fatalf("server got %s, want the proxy's own listing %s", got, want)
+		id, cursor := h.listRequest()
+		if cursor != "" {
+			t.Fatalf("first page asked with cursor %q", cursor)
 		}
 		h.fromClient(echo) // waits behind the first
-		h.fromServer(`{"jsonrpc":"2.0","id":"toolgate/tools-list/1","result":{"tools":[{"name":"echo","annotations":{"readOnlyHint":true}}],"nextCursor":"p2"}}`)
-		if got, want := h.serverGets(), `{"jsonrpc":"2.0","id":"toolgate/tools-list/2","method":"tools/list","params":{"cursor":"p2"}}`; got != want {
-			t.Fatalf("second page: server got %s, want %s", got, want)
+		h.answerList(id, `{"tools":[{"name":"echo","annotations":{"readOnlyHint":true}}],"nextCursor":"p2"}`)
+		id2, cursor := h.listRequest()
+		if cursor != "p2" || id2 == id {
+			t.Fatalf("second page: id %s cursor %q, want a new id and cursor p2", id2, cursor)
 		}
 		if len(h.decided()) != 0 {
 			t.Fatal("a call was decided before the listing ended")
 		}
-		h.fromServer(`{"jsonrpc":"2.0","id":"toolgate/tools-list/2","result":{"tools":[{"name":"wipe","annotations":{"destructiveHint":true}}]}}`)
+		h.answerList(id2, `{"tools":[{"name":"wipe","annotations":{"destructiveHint":true}}]}`)
 		if got := h.clientGets(); !strings.Contains(got, `"id":1,`) || !strings.Contains(got, `"isError":true`) || !strings.Contains(got, "destructive") {
 			t.Fatalf("the destructive call: client got %s, want it denied", got)
 		}
@@ -77,21 +104,20 @@ func TestStdioListsToolsForAnnotations(t *testing.T) {
 		h.fromServer(`{"jsonrpc":"2.0","id":3,"result":{"content":[]}}`)
 		h.clientGets()
 
-		// The server's list changed: listed again; an error answer lists
+		// The server's list changed: even a listed tool waits for a new
+		// listing, which replaces the old one; "method not found" lists
 		// nothing.
 		changed := `{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`
 		h.fromServer(changed)
 		if got := h.clientGets(); got != changed {
 			t.Fatalf("client got %s, want %s", got, changed)
 		}
-		fresh := `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"fresh"}}`
-		h.fromClient(fresh)
-		if got, want := h.serverGets(), `{"jsonrpc":"2.0","id":"toolgate/tools-list/3","method":"tools/list"}`; got != want {
-			t.Fatalf("after list_changed: server got %s, want %s", got, want)
-		}
-		h.fromServer(`{"jsonrpc":"2.0","id":"toolgate/tools-list/3","error":{"code":-32601,"message":"no tools here"}}`)
-		if got := h.serverGets(); got != fresh {
-			t.Fatalf("server got %s, want %s", got, fresh)
+		again := `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo"}}`
+		h.fromClient(again)
+		id3, _ := h.listRequest()
+		h.fromServer(`{"jsonrpc":"2.0","id":` + id3 + `,"error":{"code":-32601,"message":"no tools here"}}`)
+		if got := h.serverGets(); got != again {
+			t.Fatalf("server got %s, want %s", got, again)
 		}
 
 		// A policy that reads no annotations needs no listing.
@@ -108,7 +134,7 @@ func TestStdioListsToolsForAnnotations(t *testing.T) {
 		for _, in := range h.decided() {
 			got = append(got, in.Tool+"="+string(in.Annotations))
 		}
-		want := []string{`wipe={"destructiveHint":true}`, `echo={"readOnlyHint":true}`, "gone=", "fresh=", "plain="}
+		want := []string{`wipe={"destructiveHint":true}`, `echo={"readOnlyHint":true}`, "gone=", "echo=", "plain="}
 		if strings.Join(got, " ") != strings.Join(want, " ") {
 			t.Fatalf("decided %v, want %v", got, want)
 		}
@@ -116,8 +142,8 @@ func TestStdioListsToolsForAnnotations(t *testing.T) {
 }
 
 // A listing that fails fails the calls waiting on it, closed: not
-// answered in time, answered unreadably, or the server exits. The proxy
-// never takes an id a client request is using.
+// answered in time, answered with an error or unreadably, or the server
+// exits. A late answer to it never reaches the client.
 func TestStdioListingFails(t *testing.T) {
 	eachRelay(t, func(t *testing.T, portable bool) {
 		h := newPollHarness(t, allowAll, func(p *Stdio) {
@@ -125,54 +151,119 @@ func TestStdioListingFails(t *testing.T) {
 			p.CallTimeout = 100 * time.Millisecond
 		}, portable)
 
-		// A client request holding the id the proxy would take first.
-		h.fromClient(`{"jsonrpc":"2.0","id":"toolgate/tools-list/1","method":"x/slow"}`)
-		h.serverGets()
 		h.fromClient(`{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"a"}}`)
-		if got, want := h.serverGets(), `{"jsonrpc":"2.0","id":"toolgate/tools-list/2","method":"tools/list"}`; got != want {
-			t.Fatalf("server got %s, want %s", got, want)
-		}
-		h.fromServer(`{"jsonrpc":"2.0","id":"toolgate/tools-list/1","result":{}}`) // the client's answer
-		if got := h.clientGets(); got != `{"jsonrpc":"2.0","id":"toolgate/tools-list/1","result":{}}` {
-			t.Fatalf("client got %s, want its own answer", got)
-		}
+		id, _ := h.listRequest()
 		// Not answered within CallTimeout.
-		if got := h.clientGets(); !strings.Contains(got, `"id":10,`) || !strings.Contains(got, `-32000`) || !strings.Contains(got, "did not answer the proxy's tools/list") {
+		if got := h.clientGets(); !strings.Contains(got, `"id":10,`) || !strings.Contains(got, `-32000`) || !strings.Contains(got, "did not answer the proxy's tools/list within 100ms") {
 			t.Fatalf("client got %s, want call 10 failed for want of the listing", got)
 		}
-		if got := h.serverGets(); !strings.Contains(got, `"notifications/cancelled"`) || !strings.Contains(got, `"toolgate/tools-list/2"`) {
-			t.Fatalf("server got %s, want the listing cancelled", got)
+		if got := h.serverGets(); !strings.Contains(got, `"notifications/cancelled"`) || !strings.Contains(got, id) {
+			t.Fatalf("server got %s, want the listing %s cancelled", got, id)
+		}
+		// Its late answer is dropped: the client's next line is the answer
+		// to its next request.
+		h.answerList(id, `{"tools":[]}`)
+		h.fromClient(`{"jsonrpc":"2.0","id":"p","method":"ping"}`)
+		h.serverGets()
+		h.fromServer(`{"jsonrpc":"2.0","id":"p","result":{}}`)
+		if got := h.clientGets(); got != `{"jsonrpc":"2.0","id":"p","result":{}}` {
+			t.Fatalf("client got %s, want the answer to its ping (the late listing dropped)", got)
 		}
 
 		// The next call lists again; an unreadable page fails it.
 		h.fromClient(`{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"a"}}`)
-		if got, want := h.serverGets(), `{"jsonrpc":"2.0","id":"toolgate/tools-list/3","method":"tools/list"}`; got != want {
-			t.Fatalf("server got %s, want %s", got, want)
-		}
-		h.fromServer(`{"jsonrpc":"2.0","id":"toolgate/tools-list/3","result":{"tools":"none"}}`)
+		id, _ = h.listRequest()
+		h.answerList(id, `{"tools":"none"}`)
 		if got := h.clientGets(); !strings.Contains(got, `"id":11,`) || !strings.Contains(got, "could not read the MCP server's list of tools") {
 			t.Fatalf("client got %s, want call 11 failed", got)
 		}
 
 		// An error answer other than "method not found" fails it too.
 		h.fromClient(`{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"a"}}`)
-		if got, want := h.serverGets(), `{"jsonrpc":"2.0","id":"toolgate/tools-list/4","method":"tools/list"}`; got != want {
-			t.Fatalf("server got %s, want %s", got, want)
-		}
-		h.fromServer(`{"jsonrpc":"2.0","id":"toolgate/tools-list/4","error":{"code":0,"message":"invalid during session initialization"}}`)
+		id, _ = h.listRequest()
+		h.fromServer(`{"jsonrpc":"2.0","id":` + id + `,"error":{"code":0,"message":"invalid during session initialization"}}`)
 		if got := h.clientGets(); !strings.Contains(got, `"id":12,`) || !strings.Contains(got, "refused the proxy's tools/list") {
 			t.Fatalf("client got %s, want call 12 failed", got)
 		}
 
 		// The server exits while a listing is under way.
 		h.fromClient(`{"jsonrpc":"2.0","id":13,"method":"tools/call","params":{"name":"a"}}`)
-		h.serverGets()
+		h.listRequest()
 		h.server.Close()
 		if got := h.clientGets(); !strings.Contains(got, `"id":13,`) || !strings.Contains(got, "exited") {
 			t.Fatalf("client got %s, want call 13 failed", got)
 		}
 		if n := len(h.decided()); n != 0 {
 			t.Fatalf("%d calls decided, want none (every listing failed)", n)
+		}
+	})
+}
+
+// The server's answer to a client request whose id, spelled with escapes,
+// reads as the old predictable form of the proxy's ids is the client's:
+// the proxy's ids are random, and only its own request's answer is a page.
+func TestStdioListingIDNotGuessable(t *testing.T) {
+	eachRelay(t, func(t *testing.T, portable bool) {
+		h := newPollHarness(t, denyDestructive, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		h.fromClient(`{"jsonrpc":"2.0","id":"toolgate\/tools-list\/1","method":"ping"}`)
+		h.serverGets()
+		h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"wipe"}}`)
+		id, _ := h.listRequest()
+		// The server answers the ping as servers do, the id decoded.
+		h.fromServer(`{"jsonrpc":"2.0","id":"toolgate/tools-list/1","result":{}}`)
+		if got := h.clientGets(); got != `{"jsonrpc":"2.0","id":"toolgate/tools-list/1","result":{}}` {
+			t.Fatalf("client got %s, want the answer to its ping", got)
+		}
+		if n := len(h.decided()); n != 0 {
+			t.Fatal("the call was decided on the answer to the client's ping")
+		}
+		h.answerList(id, `{"tools":[{"name":"wipe","annotations":{"destructiveHint":true}}]}`)
+		if got := h.clientGets(); !strings.Contains(got, `"id":1,`) || !strings.Contains(got, `"isError":true`) {
+			t.Fatalf("client got %s, want the call denied", got)
+		}
+	})
+}
+
+// The server saying its tools changed while the proxy reads them makes the
+// listing start over: a tool added meanwhile is decided on its
+// annotations.
+func TestStdioListingRestartsOnChange(t *testing.T) {
+	eachRelay(t, func(t *testing.T, portable bool) {
+		h := newPollHarness(t, denyDestructive, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"wipe"}}`)
+		id, _ := h.listRequest()
+		h.answerList(id, `{"tools":[{"name":"echo"}],"nextCursor":"p2"}`)
+		id, _ = h.listRequest()
+		h.fromServer(`{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`)
+		h.clientGets()
+		h.answerList(id, `{"tools":[]}`)
+		id, cursor := h.listRequest() // from the start
+		if cursor != "" {
+			t.Fatalf("restarted listing asked for cursor %q, want the first page", cursor)
+		}
+		h.answerList(id, `{"tools":[{"name":"echo"},{"name":"wipe","annotations":{"destructiveHint":true}}]}`)
+		if got := h.clientGets(); !strings.Contains(got, `"id":1,`) || !strings.Contains(got, `"isError":true`) {
+			t.Fatalf("client got %s, want the call denied on the new listing", got)
+		}
+	})
+}
+
+// A released call larger than the server's pipe is written off the
+// relay's goroutines: the server's messages keep flowing while it reads.
+func TestStdioReleaseDoesNotBlockServer(t *testing.T) {
+	eachRelay(t, func(t *testing.T, portable bool) {
+		h := newPollHarness(t, allowAll, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		big := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":"` + strings.Repeat("y", 256<<10) + `"}}}`
+		h.fromClient(big)
+		id, _ := h.listRequest()
+		h.answerList(id, `{"tools":[]}`)
+		note := `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}`
+		h.fromServer(note)
+		if got := h.clientGets(); got != note {
+			t.Fatalf("client got %.100s, want the server's notification while the call is written", got)
+		}
+		if got := h.serverGets(); got != big {
+			t.Fatalf("server got %d bytes, want the call (%d)", len(got), len(big))
 		}
 	})
 }

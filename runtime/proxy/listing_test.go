@@ -3,9 +3,12 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -139,5 +142,86 @@ func TestHTTPListingTimesOut(t *testing.T) {
 	}
 	if calls.Load() != 0 || len(seen.of("x")) != 0 {
 		t.Fatal("the call was decided or forwarded without the listing")
+	}
+}
+
+// A listing refused with 404 (the server ended the session) answers the
+// call with 404, as a forwarded call would, so that the client starts a
+// new session; a session id the proxy does not track is listed for the
+// call alone, and tracked by no one.
+func TestHTTPListingSessionGone(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(hdrSession) == "gone" {
+			http.Error(w, "no such session", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":"`+strings.Trim(listedID(r), `"`)+`","result":{"tools":[{"name":"x","annotations":{"readOnlyHint":true}}]}}`)
+	}))
+	defer up.Close()
+	var seen annotationsSeen
+	p := newHPProxy(t, up.URL, seen.decide, func(h *HTTP) {
+		h.Enforcer.ReadsAnnotations = func() bool { return true }
+		h.CallTimeout = 2 * time.Second
+	})
+	post := func(sid string) *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, p.URL, strings.NewReader(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x"}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(hdrSession, sid)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if resp := post("gone"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("listing refused with 404: the call got HTTP %d, want 404", resp.StatusCode)
+	}
+	before := p.h.Sessions()
+	post("made-up")
+	if got := seen.of("x"); len(got) != 1 || !strings.Contains(got[0], "readOnlyHint") {
+		t.Errorf("call in an untracked session: decided with %q, want the listed annotations", got)
+	}
+	if got := p.h.Sessions(); got != before {
+		t.Errorf("sessions tracked: %d after a made-up session id, want %d", got, before)
+	}
+}
+
+// listedID returns the id of the tools/list request r carries.
+func listedID(r *http.Request) string {
+	var m struct{ ID json.RawMessage }
+	json.NewDecoder(r.Body).Decode(&m)
+	return string(m.ID)
+}
+
+// A listing the server's list_changed overtakes starts over; one it keeps
+// overtaking fails.
+func TestListPagesRestarts(t *testing.T) {
+	for _, changes := range []int{1, MaxListRestarts + 1} {
+		var cat Catalog
+		posts := 0
+		post := func(ctx context.Context, body []byte) (*http.Response, error) {
+			posts++
+			if posts <= changes {
+				cat.Stale() // the server's tools changed while it answered
+			}
+			var m struct{ ID json.RawMessage }
+			json.Unmarshal(body, &m)
+			rec := httptest.NewRecorder()
+			rec.Header().Set("Content-Type", "application/json")
+			io.WriteString(rec, `{"jsonrpc":"2.0","id":`+string(m.ID)+`,"result":{"tools":[{"name":"t`+strconv.Itoa(posts)+`"}]}}`)
+			return rec.Result(), nil
+		}
+		err := listPages(context.Background(), &cat, post, 1<<20)
+		switch {
+		case changes <= MaxListRestarts && (err != nil || posts != changes+1 || !cat.complete.Load()):
+			t.Errorf("%d changes: err %v after %d posts, complete %v; want it listed on try %d", changes, err, posts, cat.complete.Load(), changes+1)
+		case changes <= MaxListRestarts && (len(cat.tools) != 1 || cat.tools["t"+strconv.Itoa(changes+1)].name == ""):
+			t.Errorf("%d changes: catalog %v, want only the last listing's tool", changes, cat.tools)
+		case changes > MaxListRestarts && !errors.Is(err, errListKeptChanging):
+			t.Errorf("%d changes: err %v, want %v", changes, err, errListKeptChanging)
+		}
 	}
 }

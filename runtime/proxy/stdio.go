@@ -94,14 +94,15 @@ type Stdio struct {
 	// client; the input has empty arguments. Nil hides nothing.
 	Hidden func(ctx context.Context, in *bundles.Input) bool
 	// ReadsAnnotations reports whether the policy in force reads
-	// tool.annotations (see [Enforcer.ReadsAnnotations]): a call to a tool
-	// the proxy has not seen listed then waits while the proxy lists the
-	// server's tools with requests of its own, whose answers the client
-	// never sees. Calls that come meanwhile wait behind it, in order. A
-	// listing the server answers with "method not found" lists nothing; one
-	// it answers with another error or unreadably, or does not answer within
-	// CallTimeout, fails the calls waiting on it with a JSON-RPC error
-	// (-32000), and the next call lists again. Nil never lists.
+	// tool.annotations (see [Enforcer.ReadsAnnotations]): a call that needs
+	// the server's list of tools then waits while the proxy lists them with
+	// requests of its own, whose ids no client can guess and whose answers
+	// the client never sees. Later tools/call requests wait behind it, in
+	// order; other messages pass. A "method not found" answer lists
+	// nothing; another error, an unreadable answer, or no end within
+	// CallTimeout (DefaultListTimeout when zero) for the whole listing
+	// fails the calls waiting on it with a JSON-RPC error (-32000), and the
+	// next call lists again. Nil never lists.
 	ReadsAnnotations func() bool
 	// UpstreamError, when set, is told of each failure of the MCP server:
 	// unreachable, an error status, an answer that cannot be read, a call
@@ -140,9 +141,12 @@ type Stdio struct {
 	expire  uint32                 // sweeps after which a request has timed out
 	forget  uint32                 // sweeps after which a timed-out id is free
 	// listing is the proxy's own listing of the server's tools in flight,
-	// nil when none; listings counts its requests, naming them.
+	// nil when none; listings counts its requests, naming them after
+	// listIDs (see stdio_listing.go).
 	listing  *stdioListing
 	listings uint64
+	listIDs  string
+	runCtx   context.Context // Run's, for calls decided off its goroutines
 }
 
 // pendingCall is a client request the server has not answered yet.
@@ -153,14 +157,7 @@ type pendingCall struct {
 	tick    uint32 // the sweep count when it was forwarded, or timed out
 	held    bool   // waiting for a person's approval or for a listing, not yet forwarded
 	expired bool   // timed out and answered; the server's answer is dropped
-	own     bool   // the proxy's own tools/list, answered to nobody
-}
-
-// stdioListing is the proxy's own listing of the server's tools: the pages
-// read so far, and the tools/call lines (copies) waiting on it, in order.
-type stdioListing struct {
-	pages   int
-	waiting [][]byte
+	own     bool   // the proxy's own tools/list (held: no sweep times it out), answered to nobody
 }
 
 // forgetAfter is how many CallTimeouts a timed-out request's id stays in
@@ -297,6 +294,7 @@ func (p *Stdio) Run(ctx context.Context, clientIn io.Reader, clientOut io.Writer
 		p.MaxLine = DefaultMaxLine
 	}
 	p.pending = make(map[string]pendingCall)
+	p.listIDs, p.runCtx = listIDPrefix(), ctx
 	p.enforcer = &Enforcer{Server: p.Server, Decide: p.Decide, Hidden: p.Hidden, DenyAsError: p.DenyAsError, Notify: p.toClient.write, ReadsAnnotations: p.ReadsAnnotations}
 	p.toClient.w = bufio.NewWriterSize(clientOut, 64<<10)
 	p.toServer.setPeer(serverIn, serverIn)
@@ -353,6 +351,10 @@ func (p *Stdio) failPending(msg string) {
 	p.mu.Lock()
 	pend := p.pending
 	p.pending = map[string]pendingCall{}
+	if l := p.listing; l != nil { // its calls are pending: answered below
+		l.timer.Stop()
+		p.listing = nil
+	}
 	p.mu.Unlock()
 	for _, c := range pend {
 		if c.expired || c.own {
@@ -586,149 +588,6 @@ func (p *Stdio) forgetHeld(c pendingCall) {
 	}
 }
 
-// awaitListing holds the tools/call line (as pending call c) until the
-// proxy has listed the server's tools. It joins the listing under way, or,
-// when there is none, starts one if start is set and otherwise reports
-// that it did not queue the call (the listing has just ended).
-func (p *Stdio) awaitListing(b *batch, c pendingCall, line []byte, start bool) (queued bool, err error) {
-	c.held = true
-	p.mu.Lock()
-	l := p.listing
-	if l == nil {
-		if !start {
-			p.mu.Unlock()
-			return false, nil
-		}
-		l = &stdioListing{}
-		p.listing = l
-	} else {
-		start = false
-	}
-	p.pending[string(c.id)] = c // the id is in use while the call waits
-	l.waiting = append(l.waiting, append([]byte(nil), line...))
-	p.mu.Unlock()
-	if !start {
-		return true, nil
-	}
-	return true, b.toServer(p.listRequest(nil))
-}
-
-// listRequest returns the proxy's own tools/list request for the page
-// after cursor (nil: the first), pending under an id no client request is
-// using.
-func (p *Stdio) listRequest(cursor json.RawMessage) []byte {
-	p.mu.Lock()
-	var id string
-	var raw json.RawMessage
-	for { // an id no client request is using
-		p.listings++
-		id = "toolgate/tools-list/" + strconv.FormatUint(p.listings, 10)
-		raw = appendString(nil, id)
-		if _, inUse := p.pending[string(raw)]; !inUse {
-			break
-		}
-	}
-	p.pending[string(raw)] = pendingCall{id: raw, method: "tools/list", own: true, tick: p.tick}
-	p.mu.Unlock()
-	return appendListRequest(nil, id, cursor)
-}
-
-// errInputClosed answers a call released from a listing when the server's
-// input is closed (the client's input ended meanwhile).
-const errInputClosed = "the call could not be sent: the MCP server's input is closed"
-
-// listed takes the server's answer m to the proxy's own tools/list: it
-// records the page and asks for the next, or ends the listing. A
-// method-not-found answer lists nothing more: the server announces no
-// (further) tools; any other error answer fails the listing.
-func (p *Stdio) listed(ctx context.Context, b *batch, m *message) error {
-	if m.Error != nil && !listsNothing(m.Error) {
-		p.Logger.Warn("the MCP server answered the proxy's tools/list with an error", "error", string(m.Error))
-		p.upstreamError()
-		return p.endListing(ctx, b, "the MCP server refused the proxy's tools/list, which the policy in force needs (tool.annotations)")
-	}
-	if m.Error == nil {
-		next, err := p.catalog.recordPage(m.Result)
-		if err != nil {
-			p.Logger.Warn("the MCP server's tools/list answer to the proxy cannot be read", "err", err)
-			p.upstreamError()
-			return p.endListing(ctx, b, "the proxy could not read the MCP server's list of tools, which the policy in force needs (tool.annotations)")
-		}
-		p.mu.Lock()
-		l := p.listing
-		more := l != nil && next != nil && l.pages+1 < MaxToolPages
-		if l != nil {
-			l.pages++
-		}
-		p.mu.Unlock()
-		if more {
-			// Written at once, not with the batch: the server's reader must
-			// not stop on a write to the server (whose input may be closed).
-			if err := p.toServer.write(p.listRequest(next)); err != nil {
-				return p.endListing(ctx, b, errInputClosed)
-			}
-			return nil
-		}
-		if next != nil {
-			p.Logger.Warn("the MCP server's list of tools has more pages than the proxy reads", "pages", MaxToolPages)
-		}
-	}
-	p.catalog.complete.Store(true)
-	return p.endListing(ctx, b, "")
-}
-
-// endListing releases the calls waiting on the listing, in order (calls
-// that come meanwhile join them, so none overtakes another): each is
-// decided, or, when failed is set, answered with failed as a JSON-RPC
-// error (-32000).
-func (p *Stdio) endListing(ctx context.Context, b *batch, failed string) error {
-	for {
-		p.mu.Lock()
-		l := p.listing
-		if l == nil || len(l.waiting) == 0 {
-			p.listing = nil
-			p.mu.Unlock()
-			return nil
-		}
-		waiting := l.waiting
-		l.waiting = nil
-		p.mu.Unlock()
-		for _, line := range waiting {
-			m, _, _ := classifyView(line) // classified when it came
-			if failed != "" {
-				if c, ok := p.take(m.ID); ok { // else answered meanwhile (the server exited)
-					if err := b.toClientAppend(func(dst []byte) []byte { return appendError(dst, c.id, codeUpstreamGone, failed) }); err != nil {
-						return err
-					}
-				}
-				continue
-			}
-			key := string(m.ID)
-			p.mu.Lock()
-			c, ok := p.pending[key]
-			p.mu.Unlock()
-			if !ok {
-				continue // answered meanwhile (the server exited)
-			}
-			forward, _, err := p.decideCall(ctx, b, key, c, &m, line, false)
-			if err != nil {
-				return err
-			}
-			// Written at once, not with the batch (see listed).
-			if forward && p.toServer.write(line) != nil {
-				if c, ok := p.take(c.id); ok {
-					if c.done != nil {
-						c.done(false) // never reached the server
-					}
-					if err := b.toClientAppend(func(dst []byte) []byte { return appendError(dst, c.id, codeUpstreamGone, errInputClosed) }); err != nil {
-						return err
-					}
-				}
-			}
-		}
-	}
-}
-
 // hold keeps a tools/call open while its Verdict's Hold waits for a
 // person, off the client's reading path: the request id stays in use, and
 // when Hold returns the call is forwarded (line, copied) or answered.
@@ -777,10 +636,11 @@ func (p *Stdio) fromServer(ctx context.Context, b *batch, line []byte, tooLong b
 			// A broken response to a pending request: the client gets an error
 			// for it rather than waiting forever.
 			if c, ok := p.take(m.ID); ok {
-				if c.own && !c.expired {
+				if c.own {
 					p.Logger.Warn("malformed server answer to the proxy's tools/list", "code", code)
 					p.upstreamError()
-					return p.endListing(ctx, b, "the MCP server sent a malformed answer to the proxy's tools/list, which the policy in force needs (tool.annotations)")
+					p.failListing(string(c.id), "the MCP server sent a malformed answer to the proxy's tools/list, which the policy in force needs (tool.annotations)")
+					return nil
 				}
 				if c.expired {
 					// Counted when it timed out.
@@ -803,6 +663,10 @@ func (p *Stdio) fromServer(ctx context.Context, b *batch, line []byte, tooLong b
 	case kindResponse:
 		c, ok := p.take(m.ID)
 		if !ok {
+			if p.ownID(m.ID) {
+				p.Logger.Warn("the MCP server answered the proxy's tools/list after it ended; answer dropped")
+				return nil
+			}
 			break
 		}
 		if c.expired {
@@ -810,7 +674,8 @@ func (p *Stdio) fromServer(ctx context.Context, b *batch, line []byte, tooLong b
 			return nil
 		}
 		if c.own {
-			return p.listed(ctx, b, &m)
+			p.listed(string(c.id), &m)
+			return nil
 		}
 		if c.done != nil {
 			c.done(m.Error == nil)
@@ -865,14 +730,6 @@ func (p *Stdio) sweep(stop <-chan struct{}) {
 		}
 		msg := "the MCP server did not answer within " + p.CallTimeout.String()
 		for _, c := range late {
-			if c.own {
-				p.Logger.Warn("the MCP server did not answer the proxy's tools/list in time", "timeout", p.CallTimeout)
-				p.upstreamError()
-				p.toServer.queue(appendCancelled(nil, c.id, "toolgate: no answer within "+p.CallTimeout.String()))
-				b := &batch{p: p}
-				p.endListing(context.Background(), b, "the MCP server did not answer the proxy's tools/list within "+p.CallTimeout.String()+"; the policy in force needs the tools' annotations (tool.annotations)")
-				continue
-			}
 			p.Logger.Warn("the MCP server did not answer in time; call answered with an error", "method", c.method, "id", string(c.id), "timeout", p.CallTimeout)
 			p.upstreamError()
 			if c.done != nil {

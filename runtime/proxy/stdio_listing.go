@@ -1,0 +1,259 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// Over stdio the proxy lists the server's tools on the server's own pipe:
+// requests with ids of its own (p.listIDs + a number, pending as own and
+// held, so no sweep times them out), whose answers fromServer hands to
+// listed and never to the client. The calls waiting on a listing are
+// copies of their lines, pending as held. A listing is bounded as a whole
+// by a timer; the calls are released (decided, forwarded) off the relay's
+// goroutines, in order, so that neither reading peer ever waits on a write
+// to the server.
+
+// stdioListing is the proxy's own listing of the server's tools.
+type stdioListing struct {
+	id       string               // the pending key of its request in flight; "" when none
+	gen      uint64               // the catalog's generation it started from
+	pages    int                  // pages read since it (re)started
+	restarts int                  // times it started over: the tools changed meanwhile
+	tools    map[string]toolEntry // what it has read
+	waiting  [][]byte             // tools/call lines waiting on it, in order
+	timer    *time.Timer          // fails it at its deadline
+	finished bool                 // it ended: its calls are being released
+}
+
+// errInputClosed answers a call released from a listing when the server's
+// input is closed (the client's input ended meanwhile).
+const errInputClosed = "the call could not be sent: the MCP server's input is closed"
+
+// awaitListing holds the tools/call line (as pending call c) until the
+// proxy has listed the server's tools. It joins the listing under way, or,
+// when there is none, starts one if start is set and otherwise reports
+// that it did not queue the call (the listing has just ended).
+func (p *Stdio) awaitListing(b *batch, c pendingCall, line []byte, start bool) (queued bool, err error) {
+	c.held = true
+	p.mu.Lock()
+	l := p.listing
+	switch {
+	case l == nil && !start:
+		p.mu.Unlock()
+		return false, nil
+	case l != nil && len(l.waiting) >= MaxListWaiting:
+		p.mu.Unlock()
+		return true, b.toClientAppend(func(dst []byte) []byte {
+			return appendError(dst, c.id, codeUpstreamGone, "too many calls are waiting for the proxy's listing of the MCP server's tools")
+		})
+	case l == nil:
+		l = &stdioListing{gen: p.catalog.generation(), tools: map[string]toolEntry{}}
+		timeout := listTimeout(p.CallTimeout)
+		l.timer = time.AfterFunc(timeout, func() { p.listingTimedOut(l, timeout) })
+		p.listing = l
+	default:
+		start = false
+	}
+	p.pending[string(c.id)] = c // the id is in use while the call waits
+	l.waiting = append(l.waiting, append([]byte(nil), line...))
+	var req []byte
+	if start {
+		req = p.ownRequest(l, nil)
+	}
+	p.mu.Unlock()
+	if start {
+		return true, b.toServer(req)
+	}
+	return true, nil
+}
+
+// ownRequest makes the next request of listing l, for the page after
+// cursor (nil: the first), pending under a fresh id. p.mu is held.
+func (p *Stdio) ownRequest(l *stdioListing, cursor json.RawMessage) []byte {
+	p.listings++
+	id := p.listIDs + strconv.FormatUint(p.listings, 10)
+	raw := json.RawMessage(appendString(nil, id))
+	l.id = string(raw)
+	p.pending[l.id] = pendingCall{id: raw, method: "tools/list", own: true, held: true}
+	return appendListRequest(nil, id, cursor)
+}
+
+// ownID reports whether a response id names one of the proxy's own
+// requests.
+func (p *Stdio) ownID(id json.RawMessage) bool {
+	return len(id) > len(p.listIDs) && id[0] == '"' && bytes.HasPrefix(id[1:], []byte(p.listIDs))
+}
+
+// sendOwn writes listing l's next request off the relay's goroutines.
+func (p *Stdio) sendOwn(l *stdioListing, req []byte) {
+	go func() {
+		if p.toServer.write(req) != nil {
+			p.finishListing(l, errInputClosed)
+		}
+	}()
+}
+
+// listed takes the server's answer m to the proxy's own request key: it
+// adds the page to the listing and asks for the next, starts over when the
+// server said its tools changed meanwhile, or ends the listing. A
+// method-not-found answer ends it well: the server lists nothing (more);
+// any other error answer fails it.
+func (p *Stdio) listed(key string, m *message) {
+	p.mu.Lock()
+	l := p.listing
+	if l == nil || l.finished || l.id != key {
+		p.mu.Unlock()
+		return
+	}
+	l.id = ""
+	if m.Error != nil && !listsNothing(m.Error) {
+		p.mu.Unlock()
+		p.Logger.Warn("the MCP server answered the proxy's tools/list with an error", "error", string(m.Error))
+		p.upstreamError()
+		p.finishListing(l, "the MCP server refused the proxy's tools/list, which the policy in force needs (tool.annotations)")
+		return
+	}
+	if m.Error == nil {
+		next, err := parsePage(m.Result, l.tools)
+		if err != nil {
+			p.mu.Unlock()
+			p.Logger.Warn("the MCP server's tools/list answer to the proxy cannot be read", "err", err)
+			p.upstreamError()
+			p.finishListing(l, "the proxy could not read the MCP server's list of tools, which the policy in force needs (tool.annotations)")
+			return
+		}
+		l.pages++
+		if next != nil && l.pages < MaxToolPages {
+			req := p.ownRequest(l, next)
+			p.mu.Unlock()
+			p.sendOwn(l, req)
+			return
+		}
+		if next != nil {
+			p.Logger.Warn("the MCP server's list of tools has more pages than the proxy reads", "pages", MaxToolPages)
+		}
+	}
+	if !p.catalog.replace(l.tools, l.gen) {
+		// The server said its tools changed while they were read.
+		if l.restarts == MaxListRestarts {
+			p.mu.Unlock()
+			p.Logger.Warn(errListKeptChanging.Error())
+			p.finishListing(l, "the MCP server's tools kept changing while the proxy listed them; the policy in force needs their annotations (tool.annotations)")
+			return
+		}
+		l.restarts++
+		l.pages, l.gen, l.tools = 0, p.catalog.generation(), map[string]toolEntry{}
+		req := p.ownRequest(l, nil)
+		p.mu.Unlock()
+		p.sendOwn(l, req)
+		return
+	}
+	p.mu.Unlock()
+	p.finishListing(l, "")
+}
+
+// failListing fails the listing whose request in flight is key.
+func (p *Stdio) failListing(key, msg string) {
+	p.mu.Lock()
+	l := p.listing
+	current := l != nil && !l.finished && l.id == key
+	p.mu.Unlock()
+	if current {
+		p.finishListing(l, msg)
+	}
+}
+
+// listingTimedOut fails listing l at its deadline, cancelling its request
+// in flight.
+func (p *Stdio) listingTimedOut(l *stdioListing, timeout time.Duration) {
+	p.mu.Lock()
+	current := p.listing == l && !l.finished
+	id := l.id
+	p.mu.Unlock()
+	if !current {
+		return
+	}
+	p.Logger.Warn("the MCP server did not answer the proxy's tools/list in time", "timeout", timeout)
+	p.upstreamError()
+	if id != "" {
+		p.toServer.write(appendCancelled(nil, json.RawMessage(id), "toolgate: no answer within "+timeout.String()))
+	}
+	p.finishListing(l, "the MCP server did not answer the proxy's tools/list within "+timeout.String()+"; the policy in force needs the tools' annotations (tool.annotations)")
+}
+
+// finishListing ends listing l, once. Failed (a message), its calls are
+// answered with failed as a JSON-RPC error (-32000) and the next call
+// lists again; else they are released in order, off the relay's
+// goroutines, while later calls keep joining them.
+func (p *Stdio) finishListing(l *stdioListing, failed string) {
+	p.mu.Lock()
+	if p.listing != l || l.finished {
+		p.mu.Unlock()
+		return
+	}
+	l.finished = true
+	l.timer.Stop()
+	if l.id != "" {
+		delete(p.pending, l.id) // a late answer is dropped (ownID)
+		l.id = ""
+	}
+	var waiting [][]byte
+	if failed != "" {
+		waiting, l.waiting = l.waiting, nil
+		p.listing = nil
+	}
+	p.mu.Unlock()
+	if failed == "" {
+		go p.release(l)
+		return
+	}
+	for _, line := range waiting {
+		m, _, _ := classifyView(line)  // classified when it came
+		if c, ok := p.take(m.ID); ok { // else answered meanwhile (the server exited)
+			p.toClient.queue(appendError(nil, c.id, codeUpstreamGone, failed))
+		}
+	}
+	p.toClient.flush()
+}
+
+// release decides the calls waiting on listing l, in order, forwarding
+// those allowed, until none waits; then the listing is over.
+func (p *Stdio) release(l *stdioListing) {
+	b := &batch{p: p}
+	for {
+		p.mu.Lock()
+		waiting := l.waiting
+		l.waiting = nil
+		if len(waiting) == 0 {
+			if p.listing == l {
+				p.listing = nil
+			}
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+		for _, line := range waiting {
+			m, _, _ := classifyView(line) // classified when it came
+			key := string(m.ID)
+			p.mu.Lock()
+			c, ok := p.pending[key]
+			p.mu.Unlock()
+			if !ok {
+				continue // answered meanwhile (the server exited)
+			}
+			forward, _, _ := p.decideCall(p.runCtx, b, key, c, &m, line, false)
+			b.flush() // its answer, when the proxy gave one
+			if forward && p.toServer.write(line) != nil {
+				if c, ok := p.take(c.id); ok {
+					if c.done != nil {
+						c.done(false) // never reached the server
+					}
+					p.toClient.write(appendError(nil, c.id, codeUpstreamGone, errInputClosed))
+				}
+			}
+		}
+	}
+}
