@@ -297,11 +297,11 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 			upIn.Close() // Run has not started
 		}
 		// A server busy with an abandoned call may not exit on its own.
-		time.AfterFunc(5*time.Second, func() { up.Process.Kill() })
+		time.AfterFunc(shutdownServerGrace, func() { up.Process.Kill() })
 	}()
 	runErr := st.Run(ctx, os.Stdin, os.Stdout, upIn, upOut)
 	if shuttingDown.Load() {
-		waitUpstream(up, 6*time.Second)
+		waitUpstream(up, shutdownServerGrace+time.Second)
 		logger.Info("shut down")
 		return nil
 	}
@@ -318,6 +318,12 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 	waitUpstream(up, 5*time.Second)
 	return runErr
 }
+
+// shutdownServerGrace is how long a shutting-down stdio proxy lets its
+// server run once its input is closed, before killing it: shorter than the
+// 5 s MCP clients (the official SDKs) give the proxy itself before they
+// signal it again, so that the proxy exits on its own, cleanly.
+const shutdownServerGrace = 2 * time.Second
 
 // waitUpstream waits for the server process to exit, killing it after
 // grace.
