@@ -201,13 +201,20 @@ func (b *Bridge) fromClient(ctx context.Context, line []byte, tooLong bool) erro
 		switch *m.Method {
 		case "tools/call":
 			v, errLine, listFirst := b.enforcer.decideOrList(ctx, &b.catalog, b.Identity, &m)
-			if listFirst {
+			for tries := 0; listFirst; tries++ {
 				// Waits, reading no further client message meanwhile.
 				timeout := listTimeout(b.CallTimeout)
-				if err := awaitListing(ctx, &b.catalog, timeout, b.postList, int64(b.MaxLine), b.listFailed); err != nil {
+				err := awaitListing(ctx, &b.catalog, timeout, b.postList, int64(b.MaxLine), b.listFailed)
+				if err == nil {
+					// Listed; unless the server said its tools changed since.
+					v, errLine, listFirst = b.enforcer.decideOrList(ctx, &b.catalog, b.Identity, &m)
+					if listFirst && tries == MaxListRestarts {
+						err = errListKeptChanging
+					}
+				}
+				if err != nil {
 					return b.toClient.write(appendError(nil, m.ID, codeUpstreamGone, listFailure(err, timeout)))
 				}
-				v, errLine = b.enforcer.DecideCall(ctx, &b.catalog, b.Identity, &m)
 			}
 			if errLine != nil {
 				return b.toClient.write(errLine)

@@ -190,7 +190,7 @@ func FuzzStdioListing(f *testing.F) {
 		clientOutW.Close()
 		<-read
 		out := got.String()
-		if strings.Contains(out, "toolgate/tools-list") {
+		if strings.Contains(out, "toolgate-tools-list") {
 			t.Fatalf("the client got the proxy's own listing:\n%s", out)
 		}
 		if forwarded.Load() > 0 && allowed.Load() == 0 {

@@ -275,15 +275,23 @@ func (h *HTTP) servePOST(w http.ResponseWriter, r *http.Request) {
 				e = &ec
 			}
 			v, errLine, listFirst := e.decideOrList(r.Context(), cat, h.identity(r), &m)
-			if listFirst {
-				if x.sess == nil {
-					// A session the proxy does not track (yet): listed for
-					// this call alone, so that made-up session ids evict no
-					// one's catalog.
-					cat = &Catalog{}
-				}
+			if listFirst && x.sess == nil {
+				// A session the proxy does not track (yet): listed for this
+				// call alone, so that made-up session ids evict no one's
+				// catalog.
+				cat = &Catalog{}
+			}
+			for tries := 0; listFirst; tries++ {
 				timeout := listTimeout(h.CallTimeout)
-				if err := awaitListing(r.Context(), cat, timeout, h.listPoster(r, x.sid), h.maxBody, h.listFailed); err != nil {
+				err := awaitListing(r.Context(), cat, timeout, h.listPoster(r, x.sid), h.maxBody, h.listFailed)
+				if err == nil {
+					// Listed; unless the server said its tools changed since.
+					v, errLine, listFirst = e.decideOrList(r.Context(), cat, h.identity(r), &m)
+					if listFirst && tries == MaxListRestarts {
+						err = errListKeptChanging
+					}
+				}
+				if err != nil {
 					var se statusError
 					switch {
 					case r.Context().Err() != nil: // the client has gone
@@ -296,7 +304,6 @@ func (h *HTTP) servePOST(w http.ResponseWriter, r *http.Request) {
 					}
 					return
 				}
-				v, errLine = e.DecideCall(r.Context(), cat, h.identity(r), &m)
 			}
 			if errLine != nil {
 				writeJSON(w, http.StatusOK, errLine)

@@ -51,11 +51,12 @@ func listTimeout(callTimeout time.Duration) time.Duration {
 // listIDPrefix returns the prefix of the ids of a proxy's own tools/list
 // requests: random, so that no client can guess one (and have the proxy
 // take the server's answer to the client's request, spelled with escapes,
-// for a page of its listing).
+// for a page of its listing), and of letters, digits and dashes only, which
+// no JSON encoder escapes (PHP's escapes "/").
 func listIDPrefix() string {
 	var b [12]byte
 	rand.Read(b[:])
-	return "toolgate/tools-list/" + hex.EncodeToString(b[:]) + "/"
+	return "toolgate-tools-list-" + hex.EncodeToString(b[:]) + "-"
 }
 
 // appendListRequest appends the proxy's own tools/list request with id (a

@@ -4,7 +4,10 @@ package proxy
 
 import (
 	"encoding/json"
+	"fmt"
+	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,7 +47,7 @@ func (h *pollHarness) listRequest() (id, cursor string) {
 			Cursor string `json:"cursor"`
 		} `json:"params"`
 	}
-	if err := json.Unmarshal([]byte(line), &m); err != nil || m.Method != "tools/list" || !strings.HasPrefix(string(m.ID), `"toolgate/tools-list/`) {
+	if err := json.Unmarshal([]byte(line), &m); err != nil || m.Method != "tools/list" || !strings.HasPrefix(string(m.ID), `"toolgate-tools-list-`) {
 		h.t.Fatalf("server got %s, want the proxy's own tools/list", line)
 	}
 	return string(m.ID), m.Params.Cursor
@@ -200,18 +203,18 @@ func TestStdioListingFails(t *testing.T) {
 }
 
 // The server's answer to a client request whose id, spelled with escapes,
-// reads as the old predictable form of the proxy's ids is the client's:
-// the proxy's ids are random, and only its own request's answer is a page.
+// reads as a predictable form of the proxy's ids is the client's: the
+// proxy's ids are random, and only its own request's answer is a page.
 func TestStdioListingIDNotGuessable(t *testing.T) {
 	eachRelay(t, func(t *testing.T, portable bool) {
 		h := newPollHarness(t, denyDestructive, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
-		h.fromClient(`{"jsonrpc":"2.0","id":"toolgate\/tools-list\/1","method":"ping"}`)
+		h.fromClient(`{"jsonrpc":"2.0","id":"toolgate\u002dtools\u002dlist\u002d1","method":"ping"}`)
 		h.serverGets()
 		h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"wipe"}}`)
 		id, _ := h.listRequest()
 		// The server answers the ping as servers do, the id decoded.
-		h.fromServer(`{"jsonrpc":"2.0","id":"toolgate/tools-list/1","result":{}}`)
-		if got := h.clientGets(); got != `{"jsonrpc":"2.0","id":"toolgate/tools-list/1","result":{}}` {
+		h.fromServer(`{"jsonrpc":"2.0","id":"toolgate-tools-list-1","result":{}}`)
+		if got := h.clientGets(); got != `{"jsonrpc":"2.0","id":"toolgate-tools-list-1","result":{}}` {
 			t.Fatalf("client got %s, want the answer to its ping", got)
 		}
 		if n := len(h.decided()); n != 0 {
@@ -264,6 +267,143 @@ func TestStdioReleaseDoesNotBlockServer(t *testing.T) {
 		}
 		if got := h.serverGets(); got != big {
 			t.Fatalf("server got %d bytes, want the call (%d)", len(got), len(big))
+		}
+	})
+}
+
+// gatedDecide holds the decision of tool "slow" until gate is closed,
+// signalling entered, and answers it with slow; other tools:
+// denyDestructive.
+func gatedDecide(entered chan<- struct{}, gate <-chan struct{}, slow Verdict) func(in *bundles.Input) Verdict {
+	return func(in *bundles.Input) Verdict {
+		if in.Tool == "slow" {
+			entered <- struct{}{}
+			<-gate
+			return slow
+		}
+		return denyDestructive(in)
+	}
+}
+
+// A call that joins the released calls after the server said its tools
+// changed waits for a new listing: a tool added meanwhile is decided on
+// its annotations.
+func TestStdioReleasedCallRelistsAfterChange(t *testing.T) {
+	eachRelay(t, func(t *testing.T, portable bool) {
+		entered, gate := make(chan struct{}, 1), make(chan struct{})
+		var once sync.Once
+		open := func() { once.Do(func() { close(gate) }) }
+		defer open()
+		h := newPollHarness(t, gatedDecide(entered, gate, Verdict{Allow: true}), func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		slow := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}`
+		h.fromClient(slow)
+		id, _ := h.listRequest()
+		h.answerList(id, `{"tools":[{"name":"slow"}]}`)
+		<-entered // the release is deciding "slow"
+		h.fromServer(`{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`)
+		h.clientGets()
+		wipe := `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"wipe"}}`
+		h.fromClient(wipe)
+		h.fromClient(`{"jsonrpc":"2.0","id":"p","method":"ping"}`)
+		if got := h.serverGets(); !strings.Contains(got, `"ping"`) {
+			t.Fatalf("server got %s, want the ping", got)
+		}
+		open()
+		if got := h.serverGets(); got != slow {
+			t.Fatalf("server got %s, want %s", got, slow)
+		}
+		id, _ = h.listRequest() // a new listing, before wipe is decided
+		h.answerList(id, `{"tools":[{"name":"slow"},{"name":"wipe","annotations":{"destructiveHint":true}}]}`)
+		if got := h.clientGets(); !strings.Contains(got, `"id":2,`) || !strings.Contains(got, `"isError":true`) {
+			t.Fatalf("client got %s, want wipe denied on the new listing", got)
+		}
+	})
+}
+
+// The server exits while a released call is being decided: the call was
+// answered then ("exited"), and is neither answered again nor forwarded;
+// an allowed one is rolled back.
+func TestStdioReleaseAfterServerExit(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		eachRelay(t, func(t *testing.T, portable bool) {
+			entered, gate := make(chan struct{}, 1), make(chan struct{})
+			verdict := Verdict{Allow: allow, Message: "no", DecisionID: "d", Rule: "r", Bundle: "b"}
+			h := newPollHarness(t, gatedDecide(entered, gate, verdict), func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+			h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}`)
+			id, _ := h.listRequest()
+			h.answerList(id, `{"tools":[{"name":"slow"}]}`)
+			<-entered
+			h.server.Close()
+			if got := h.clientGets(); !strings.Contains(got, `"id":1,`) || !strings.Contains(got, "exited") {
+				t.Fatalf("client got %s, want call 1 failed (the server exited)", got)
+			}
+			if _, ok := h.wait(); !ok {
+				t.Fatal("Run did not return")
+			}
+			close(gate)
+			h.clientOut.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if again, err := h.toClient.ReadString('\n'); err == nil {
+				t.Fatalf("allow=%v: call 1 answered twice, then: %s", allow, again)
+			}
+			h.serverIn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if got, err := h.toServer.ReadString('\n'); err == nil {
+				t.Fatalf("allow=%v: call forwarded after Run returned: %s", allow, got)
+			}
+			if want := map[bool]string{true: "[false]", false: "[]"}[allow]; fmt.Sprint(h.dones()) != want {
+				t.Fatalf("allow=%v: Done calls %v, want %s", allow, h.dones(), want)
+			}
+		})
+	}
+}
+
+// The proxy's ids are letters, digits and dashes: no JSON encoder escapes
+// them (PHP's escapes "/"), so a server's answer always matches.
+func TestStdioListingIDPlain(t *testing.T) {
+	h := newPollHarness(t, allowAll, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, false)
+	h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`)
+	id, _ := h.listRequest()
+	if !regexp.MustCompile(`^"[A-Za-z0-9-]+"$`).MatchString(id) {
+		t.Fatalf("listing id %s: want only letters, digits and dashes", id)
+	}
+}
+
+// A client that sends its call and then ends its input (a one-shot script)
+// still has the call sent once the listing ends; the server's input closes
+// after it.
+func TestStdioClientEOFDuringListing(t *testing.T) {
+	eachRelay(t, func(t *testing.T, portable bool) {
+		h := newPollHarness(t, allowAll, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`
+		h.fromClient(call)
+		id, _ := h.listRequest()
+		h.client.Close()
+		h.answerList(id, `{"tools":[{"name":"echo"}]}`)
+		if got := h.serverRest(); got != call+"\n" {
+			t.Fatalf("server got %q, then its input closed; want the call", got)
+		}
+	})
+}
+
+// A client's cancellation of a call waiting on the listing drops the call:
+// the server never gets it.
+func TestStdioCancelWaitingCall(t *testing.T) {
+	eachRelay(t, func(t *testing.T, portable bool) {
+		h := newPollHarness(t, allowAll, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`)
+		id, _ := h.listRequest()
+		cancel := `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1,"reason":"user"}}`
+		h.fromClient(cancel)
+		if got := h.serverGets(); got != cancel {
+			t.Fatalf("server got %s, want the cancellation passed on", got)
+		}
+		h.answerList(id, `{"tools":[{"name":"echo"}]}`)
+		ping := `{"jsonrpc":"2.0","id":"p","method":"ping"}`
+		h.fromClient(ping)
+		if got := h.serverGets(); got != ping {
+			t.Fatalf("server got %s, want the ping (the cancelled call dropped)", got)
+		}
+		if n := len(h.decided()); n != 0 {
+			t.Fatalf("the cancelled call was decided (%d decisions)", n)
 		}
 	})
 }

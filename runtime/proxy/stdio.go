@@ -147,6 +147,10 @@ type Stdio struct {
 	listings uint64
 	listIDs  string
 	runCtx   context.Context // Run's, for calls decided off its goroutines
+	// closeAfterListing: the client's input ended while calls waited on a
+	// listing; the server's input closes once they are sent.
+	closeAfterListing bool
+	ended             bool // Run is over: the server exited (failPending)
 }
 
 // pendingCall is a client request the server has not answered yet.
@@ -324,7 +328,7 @@ func (p *Stdio) Run(ctx context.Context, clientIn io.Reader, clientOut io.Writer
 		if errors.Is(err, io.EOF) {
 			p.clientClosed.Store(true)
 		}
-		p.toServer.close()
+		p.closeServerInput()
 		clientDone <- err
 	}()
 	b := &batch{p: p}
@@ -351,8 +355,10 @@ func (p *Stdio) failPending(msg string) {
 	p.mu.Lock()
 	pend := p.pending
 	p.pending = map[string]pendingCall{}
+	p.ended = true
 	if l := p.listing; l != nil { // its calls are pending: answered below
 		l.timer.Stop()
+		l.waiting = nil
 		p.listing = nil
 	}
 	p.mu.Unlock()
@@ -547,6 +553,14 @@ func (p *Stdio) fromClient(ctx context.Context, b *batch, line []byte, tooLong b
 		p.pending[key] = c
 		p.mu.Unlock()
 	}
+	if k == kindNotification && *m.Method == "notifications/cancelled" {
+		// A call still waiting on a listing never reaches the server.
+		scanMembers(m.Params, lexSpace(m.Params, 0), func(key, value []byte) {
+			if string(key) == `"requestId"` {
+				p.cancelWaiting(value)
+			}
+		})
+	}
 	// Notifications, responses to server requests, allowed requests:
 	// forwarded as they came.
 	return b.toServer(line)
@@ -563,29 +577,58 @@ func (p *Stdio) decideCall(ctx context.Context, b *batch, key string, c pendingC
 	case listFirst:
 		return false, true, nil
 	case errLine != nil:
-		p.forgetHeld(c)
+		if !p.forgetHeld(key, c) {
+			return false, false, nil
+		}
 		return false, false, b.toClient(errLine)
 	case v.Hold != nil:
+		if c.held && !p.stillPending(key) {
+			return false, false, nil
+		}
 		p.hold(ctx, key, c, line, v)
 		return false, false, nil
 	case !v.Allow:
-		p.forgetHeld(c)
+		if !p.forgetHeld(key, c) {
+			return false, false, nil
+		}
 		return false, false, b.toClientAppend(func(dst []byte) []byte { return p.enforcer.AppendDenial(dst, m.ID, &v) })
 	}
+	held := c.held
 	c.done, c.held = v.Done, false
 	p.mu.Lock()
+	if _, still := p.pending[key]; held && !still {
+		// Released from a listing, and answered meanwhile (the server
+		// exited): it never reaches the server.
+		p.mu.Unlock()
+		if c.done != nil {
+			c.done(false)
+		}
+		return false, false, nil
+	}
 	c.tick = p.tick
 	p.pending[key] = c
 	p.mu.Unlock()
 	return true, false, nil
 }
 
-// forgetHeld frees the id of call c when it waited on a listing (it was
-// pending, held, meanwhile).
-func (p *Stdio) forgetHeld(c pendingCall) {
-	if c.held {
-		p.take(c.id)
+// forgetHeld frees the id of call c, answered by the proxy, when it waited
+// on a listing (it was pending, held, meanwhile). It reports whether the
+// answer is still to be given: false when the call was answered meanwhile
+// (the server exited).
+func (p *Stdio) forgetHeld(key string, c pendingCall) bool {
+	if !c.held {
+		return true
 	}
+	_, ok := p.take(json.RawMessage(key))
+	return ok
+}
+
+// stillPending reports whether the request with key is pending.
+func (p *Stdio) stillPending(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.pending[key]
+	return ok
 }
 
 // hold keeps a tools/call open while its Verdict's Hold waits for a

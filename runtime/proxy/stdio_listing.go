@@ -11,10 +11,13 @@ import (
 // requests with ids of its own (p.listIDs + a number, pending as own and
 // held, so no sweep times them out), whose answers fromServer hands to
 // listed and never to the client. The calls waiting on a listing are
-// copies of their lines, pending as held. A listing is bounded as a whole
-// by a timer; the calls are released (decided, forwarded) off the relay's
-// goroutines, in order, so that neither reading peer ever waits on a write
-// to the server.
+// copies of their lines, pending as held; a client's cancellation of one
+// drops it. A listing is bounded as a whole by a timer; the calls are
+// released (decided, forwarded) off the relay's goroutines, in order, so
+// that neither reading peer ever waits on a write to the server; a call
+// that finds the catalog stale again when its turn comes starts a new
+// listing, with the calls behind it. The client's end of input closes the
+// server's input only once the calls waiting have been sent.
 
 // stdioListing is the proxy's own listing of the server's tools.
 type stdioListing struct {
@@ -23,9 +26,16 @@ type stdioListing struct {
 	pages    int                  // pages read since it (re)started
 	restarts int                  // times it started over: the tools changed meanwhile
 	tools    map[string]toolEntry // what it has read
-	waiting  [][]byte             // tools/call lines waiting on it, in order
+	waiting  []waitingCall        // tools/call requests waiting on it, in order
 	timer    *time.Timer          // fails it at its deadline
 	finished bool                 // it ended: its calls are being released
+}
+
+// waitingCall is a tools/call waiting on a listing: its pending key and a
+// copy of its line.
+type waitingCall struct {
+	key  string
+	line []byte
 }
 
 // errInputClosed answers a call released from a listing when the server's
@@ -44,21 +54,24 @@ func (p *Stdio) awaitListing(b *batch, c pendingCall, line []byte, start bool) (
 	case l == nil && !start:
 		p.mu.Unlock()
 		return false, nil
+	case p.ended:
+		p.mu.Unlock()
+		return true, b.toClientAppend(func(dst []byte) []byte {
+			return appendError(dst, c.id, codeUpstreamGone, "the MCP server exited")
+		})
 	case l != nil && len(l.waiting) >= MaxListWaiting:
 		p.mu.Unlock()
 		return true, b.toClientAppend(func(dst []byte) []byte {
 			return appendError(dst, c.id, codeUpstreamGone, "too many calls are waiting for the proxy's listing of the MCP server's tools")
 		})
 	case l == nil:
-		l = &stdioListing{gen: p.catalog.generation(), tools: map[string]toolEntry{}}
-		timeout := listTimeout(p.CallTimeout)
-		l.timer = time.AfterFunc(timeout, func() { p.listingTimedOut(l, timeout) })
-		p.listing = l
+		l = p.newListing()
 	default:
 		start = false
 	}
-	p.pending[string(c.id)] = c // the id is in use while the call waits
-	l.waiting = append(l.waiting, append([]byte(nil), line...))
+	key := string(c.id)
+	p.pending[key] = c // the id is in use while the call waits
+	l.waiting = append(l.waiting, waitingCall{key, append([]byte(nil), line...)})
 	var req []byte
 	if start {
 		req = p.ownRequest(l, nil)
@@ -68,6 +81,62 @@ func (p *Stdio) awaitListing(b *batch, c pendingCall, line []byte, start bool) (
 		return true, b.toServer(req)
 	}
 	return true, nil
+}
+
+// newListing starts a listing, in force, with its deadline. p.mu is held.
+func (p *Stdio) newListing() *stdioListing {
+	l := &stdioListing{gen: p.catalog.generation(), tools: map[string]toolEntry{}}
+	timeout := listTimeout(p.CallTimeout)
+	l.timer = time.AfterFunc(timeout, func() { p.listingTimedOut(l, timeout) })
+	p.listing = l
+	return l
+}
+
+// cancelWaiting drops the call with id (a client's
+// notifications/cancelled names it) when it waits on the listing: the
+// server never got it, and MCP answers no cancelled request.
+func (p *Stdio) cancelWaiting(id json.RawMessage) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.listing
+	if l == nil {
+		return
+	}
+	for i, w := range l.waiting {
+		if w.key == string(id) {
+			l.waiting = append(l.waiting[:i], l.waiting[i+1:]...)
+			delete(p.pending, w.key)
+			return
+		}
+	}
+}
+
+// closeServerInput closes the server's input once no call waits on a
+// listing (the client's input ended; the waiting calls are still to be
+// sent).
+func (p *Stdio) closeServerInput() {
+	p.mu.Lock()
+	if p.listing != nil {
+		p.closeAfterListing = true
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	p.toServer.close()
+}
+
+// listingOver ends the stdio listing state once l's calls are all sent or
+// answered, closing the server's input if the client's input has ended.
+// p.mu is held, and released here.
+func (p *Stdio) listingOver(l *stdioListing) {
+	if p.listing == l {
+		p.listing = nil
+	}
+	closeInput := p.listing == nil && p.closeAfterListing
+	p.mu.Unlock()
+	if closeInput {
+		p.toServer.close()
+	}
 }
 
 // ownRequest makes the next request of listing l, for the page after
@@ -178,8 +247,8 @@ func (p *Stdio) listingTimedOut(l *stdioListing, timeout time.Duration) {
 	}
 	p.Logger.Warn("the MCP server did not answer the proxy's tools/list in time", "timeout", timeout)
 	p.upstreamError()
-	if id != "" {
-		p.toServer.write(appendCancelled(nil, json.RawMessage(id), "toolgate: no answer within "+timeout.String()))
+	if id != "" { // written on its own: the server may not be reading
+		go p.toServer.write(appendCancelled(nil, json.RawMessage(id), "toolgate: no answer within "+timeout.String()))
 	}
 	p.finishListing(l, "the MCP server did not answer the proxy's tools/list within "+timeout.String()+"; the policy in force needs the tools' annotations (tool.annotations)")
 }
@@ -200,19 +269,16 @@ func (p *Stdio) finishListing(l *stdioListing, failed string) {
 		delete(p.pending, l.id) // a late answer is dropped (ownID)
 		l.id = ""
 	}
-	var waiting [][]byte
-	if failed != "" {
-		waiting, l.waiting = l.waiting, nil
-		p.listing = nil
-	}
-	p.mu.Unlock()
 	if failed == "" {
+		p.mu.Unlock()
 		go p.release(l)
 		return
 	}
-	for _, line := range waiting {
-		m, _, _ := classifyView(line)  // classified when it came
-		if c, ok := p.take(m.ID); ok { // else answered meanwhile (the server exited)
+	waiting := l.waiting
+	l.waiting = nil
+	p.listingOver(l)
+	for _, w := range waiting {
+		if c, ok := p.take(json.RawMessage(w.key)); ok { // else answered meanwhile (the server exited)
 			p.toClient.queue(appendError(nil, c.id, codeUpstreamGone, failed))
 		}
 	}
@@ -220,7 +286,9 @@ func (p *Stdio) finishListing(l *stdioListing, failed string) {
 }
 
 // release decides the calls waiting on listing l, in order, forwarding
-// those allowed, until none waits; then the listing is over.
+// those allowed, until none waits; then the listing is over. A call that
+// finds the catalog stale again (the server said its tools changed) starts
+// a new listing, which the calls behind it join.
 func (p *Stdio) release(l *stdioListing) {
 	b := &batch{p: p}
 	for {
@@ -228,25 +296,25 @@ func (p *Stdio) release(l *stdioListing) {
 		waiting := l.waiting
 		l.waiting = nil
 		if len(waiting) == 0 {
-			if p.listing == l {
-				p.listing = nil
-			}
-			p.mu.Unlock()
+			p.listingOver(l)
 			return
 		}
 		p.mu.Unlock()
-		for _, line := range waiting {
-			m, _, _ := classifyView(line) // classified when it came
-			key := string(m.ID)
+		for i, w := range waiting {
 			p.mu.Lock()
-			c, ok := p.pending[key]
+			c, ok := p.pending[w.key]
 			p.mu.Unlock()
 			if !ok {
-				continue // answered meanwhile (the server exited)
+				continue // answered meanwhile (the server exited), or cancelled
 			}
-			forward, _, _ := p.decideCall(p.runCtx, b, key, c, &m, line, false)
+			m, _, _ := classifyView(w.line) // classified when it came
+			forward, listFirst, _ := p.decideCall(p.runCtx, b, w.key, c, &m, w.line, true)
 			b.flush() // its answer, when the proxy gave one
-			if forward && p.toServer.write(line) != nil {
+			if listFirst {
+				p.relist(l, waiting[i:])
+				return
+			}
+			if forward && p.toServer.write(w.line) != nil {
 				if c, ok := p.take(c.id); ok {
 					if c.done != nil {
 						c.done(false) // never reached the server
@@ -256,4 +324,21 @@ func (p *Stdio) release(l *stdioListing) {
 			}
 		}
 	}
+}
+
+// relist moves the calls of listing l still to be released (rest, then
+// those that joined meanwhile) to a new listing, and starts it.
+func (p *Stdio) relist(l *stdioListing, rest []waitingCall) {
+	p.mu.Lock()
+	if p.listing != l || p.ended {
+		// Run is over (the server exited): its calls were answered.
+		p.mu.Unlock()
+		return
+	}
+	n := p.newListing()
+	n.waiting = append(append(n.waiting, rest...), l.waiting...)
+	l.waiting = nil
+	req := p.ownRequest(n, nil)
+	p.mu.Unlock()
+	p.sendOwn(n, req)
 }

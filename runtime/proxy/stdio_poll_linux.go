@@ -286,7 +286,7 @@ func (p *Stdio) relayPolled(ctx context.Context, clientIn io.Reader, serverIn io
 		if err == io.EOF {
 			p.clientClosed.Store(true)
 		}
-		p.toServer.close()
+		p.closeServerInput()
 		clientOpen = false
 		fds[0].fd = -1 // poll ignores it from now on
 	}

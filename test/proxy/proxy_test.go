@@ -488,7 +488,7 @@ tools:
 		t.Errorf("calls without a listing: got %q, want %q", got, want)
 	}
 	for _, l := range p.other {
-		if strings.Contains(string(l), "toolgate/tools-list") {
+		if strings.Contains(string(l), "toolgate-tools-list") {
 			t.Errorf("the client got the proxy's own listing: %s", l)
 		}
 	}
