@@ -378,3 +378,26 @@ func TestNpmFilesystem(t *testing.T) {
 		}
 	})
 }
+
+// TestNpmFilesystemAnnotations: server-filesystem behind a policy that
+// reads the annotations it announces, with a client that never lists tools:
+// the proxy lists them itself, so write_file (destructiveHint: true) is
+// denied and never reaches the disk, and read_text_file (readOnlyHint) runs.
+func TestNpmFilesystemAnnotations(t *testing.T) {
+	entry := npmServer(t, "@modelcontextprotocol/server-filesystem")
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "notes.txt"), []byte("notes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cs := npmSession(t, mcp.NewClient(&mcp.Implementation{Name: "npmtest", Version: "1.0.0"}, nil), "fs-annotated", "node", entry, root)
+	target := filepath.Join(root, "new.txt")
+	res, err := call(t, cs, "write_file", map[string]any{"path": target, "content": "should never be written"})
+	expectDenied(t, res, err, "Destructive tools are off for agents.", "testdata/npm/fs-annotated.yaml#*/no destructive tools")
+	if _, err := os.Stat(target); !os.IsNotExist(err) {
+		t.Errorf("the denied write reached the disk: stat %s: %v", target, err)
+	}
+	res, err = call(t, cs, "read_text_file", map[string]any{"path": filepath.Join(root, "notes.txt")})
+	if err != nil || res.IsError || text(res) != "notes\n" {
+		t.Fatalf("read_text_file: got %v %+v, want the file's content", err, res)
+	}
+}
