@@ -230,17 +230,7 @@ func TestStdioToHTTPBridge(t *testing.T) {
 // bridge, a client that calls without listing tools meets rules on the
 // annotations the server announces: the proxy lists them itself.
 func TestUnlistedToolsAnnotatedHTTP(t *testing.T) {
-	dir := policyDir(t, "annotated.yaml", `version: "1"
-server: annot
-default: allow
-tools:
-  "*":
-    rules:
-      - name: no destructive tools
-        action: deny
-        when: [{path: tool.annotations.destructiveHint, op: eq, value: true}]
-        on_deny: destructive tools are off
-`)
+	dir := policyDir(t, "annotated.yaml", noDestructive)
 	up := startHTTPUpstream(t)
 	check := func(t *testing.T, cs *mcp.ClientSession) {
 		t.Helper()

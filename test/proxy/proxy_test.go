@@ -461,11 +461,10 @@ func outcomes(p *rawProxy, tool string, args ...string) []string {
 	return got
 }
 
-// TestUnlistedToolsAnnotated: a client that calls without listing tools
-// still meets rules on the annotations the server announces (the proxy
-// lists the tools itself), and the proxy's own listing never reaches it.
-func TestUnlistedToolsAnnotated(t *testing.T) {
-	dir := policyDir(t, "annotated.yaml", `version: "1"
+// noDestructive is a policy for the server "annot" that denies every tool
+// the server announces as destructive.
+const noDestructive = `version: "1"
+server: annot
 default: allow
 tools:
   "*":
@@ -474,7 +473,13 @@ tools:
         action: deny
         when: [{path: tool.annotations.destructiveHint, op: eq, value: true}]
         on_deny: destructive tools are off
-`)
+`
+
+// TestUnlistedToolsAnnotated: a client that calls without listing tools
+// still meets rules on the annotations the server announces (the proxy
+// lists the tools itself), and the proxy's own listing never reaches it.
+func TestUnlistedToolsAnnotated(t *testing.T) {
+	dir := policyDir(t, "annotated.yaml", noDestructive)
 	tools := filepath.Join(t.TempDir(), "tools.json")
 	if err := os.WriteFile(tools, []byte(`[
 		{"name":"read_notes","inputSchema":{"type":"object"},"annotations":{"readOnlyHint":true}},
