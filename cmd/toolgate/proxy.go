@@ -94,7 +94,7 @@ type proxyFlags struct {
 func proxyCmd() *cobra.Command {
 	var pf proxyFlags
 	c := &cobra.Command{
-		Use:   "proxy (--policy PATH | --bundle FILE|REF@DIGEST | --pin-file FILE) --server NAME [--config FILE] -- CMD [ARG…]",
+		Use:   "proxy (--policy PATH | --bundle FILE|REF@DIGEST | --pin-file FILE) [--server NAME] [--config FILE] -- CMD [ARG…]",
 		Short: "Run an MCP stdio server behind toolgate, enforcing a policy on every tools/call",
 		Long: "Proxy starts the MCP server command after --, relays the MCP client on stdin/stdout to it,\n" +
 			"and decides every tools/call with the policy: a denied call is answered with an isError\n" +
@@ -150,7 +150,7 @@ func proxyCmd() *cobra.Command {
 	f.StringVar(&pf.webhookSecretFile, "approval-webhook-secret-file", "", "file holding the HMAC-SHA256 key that signs --approval-webhook bodies")
 	f.BoolVar(&pf.denyAsError, "deny-as-error", false, "answer denied calls with a JSON-RPC error instead of an isError result the model can read")
 	f.DurationVar(&pf.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT or SIGTERM, how long calls in flight may take to finish before they are answered with an error")
-	f.DurationVar(&pf.upstreamTimeout, "upstream-timeout", 0, "answer a call the server has not answered within this long with an error (0: wait)")
+	f.DurationVar(&pf.upstreamTimeout, "upstream-timeout", 0, "answer a call the server has not answered within this long with an error (0: wait); it also bounds the proxy's own listing of the tools (30s when 0)")
 	pf.rf.add(c)
 	markPaths(f, "config", "policy", "bundle", "key", "pin-file", "cache-dir", "state-dir", "audit-log", "registry-ca",
 		"admin-token-file", "approval-webhook-secret-file", "grants")

@@ -407,3 +407,26 @@ func TestStdioCancelWaitingCall(t *testing.T) {
 		}
 	})
 }
+
+// At most MaxListWaiting calls wait on one listing; the next gets an error
+// at once, the others are decided once it ends.
+func TestStdioListingWaitingBounded(t *testing.T) {
+	h := newPollHarness(t, allowAll, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, false)
+	var calls strings.Builder
+	for i := range MaxListWaiting + 1 {
+		fmt.Fprintf(&calls, `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"a"}}`+"\n", i)
+	}
+	h.send(h.client, calls.String())
+	id, _ := h.listRequest()
+	last := fmt.Sprintf(`"id":%d,`, MaxListWaiting)
+	if got := h.clientGets(); !strings.Contains(got, last) || !strings.Contains(got, "too many calls are waiting") {
+		t.Fatalf("client got %s, want call %d refused", got, MaxListWaiting)
+	}
+	h.answerList(id, `{"tools":[]}`)
+	for i := range MaxListWaiting {
+		want := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"a"}}`, i)
+		if got := h.serverGets(); got != want {
+			t.Fatalf("server got %s, want %s", got, want)
+		}
+	}
+}

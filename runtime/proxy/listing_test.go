@@ -225,3 +225,28 @@ func TestListPagesRestarts(t *testing.T) {
 		}
 	}
 }
+
+// A server whose cursors never end is read for MaxToolPages pages, no
+// more; what it listed counts. With no call timeout a listing still ends.
+func TestListPagesBounded(t *testing.T) {
+	var cat Catalog
+	posts := 0
+	post := func(ctx context.Context, body []byte) (*http.Response, error) {
+		posts++
+		var m struct{ ID json.RawMessage }
+		json.Unmarshal(body, &m)
+		rec := httptest.NewRecorder()
+		rec.Header().Set("Content-Type", "application/json")
+		io.WriteString(rec, `{"jsonrpc":"2.0","id":`+string(m.ID)+`,"result":{"tools":[{"name":"t`+strconv.Itoa(posts)+`"}],"nextCursor":"more"}}`)
+		return rec.Result(), nil
+	}
+	if err := listPages(context.Background(), &cat, post, 1<<20); err != nil || posts != MaxToolPages || len(cat.tools) != MaxToolPages || !cat.complete.Load() {
+		t.Fatalf("err %v after %d posts, %d tools, complete %v; want %d pages read and the listing complete", err, posts, len(cat.tools), cat.complete.Load(), MaxToolPages)
+	}
+	if got := listTimeout(0); got != DefaultListTimeout {
+		t.Errorf("listing time without a call timeout: %v, want %v", got, DefaultListTimeout)
+	}
+	if got := listTimeout(time.Second); got != time.Second {
+		t.Errorf("listing time with a 1s call timeout: %v", got)
+	}
+}
