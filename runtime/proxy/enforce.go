@@ -128,6 +128,22 @@ func (c *Catalog) replace(tools map[string]toolEntry, gen uint64) bool {
 	return true
 }
 
+// adopt makes the complete listing in from the catalog, unless the
+// catalog is complete already.
+func (c *Catalog) adopt(from *Catalog) {
+	from.mu.Lock()
+	tools := from.tools
+	from.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.complete.Load() {
+		return
+	}
+	c.tools = tools
+	c.stale.Store(false)
+	c.complete.Store(true)
+}
+
 func (c *Catalog) set(tool string, ann json.RawMessage) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

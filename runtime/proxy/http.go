@@ -275,10 +275,12 @@ func (h *HTTP) servePOST(w http.ResponseWriter, r *http.Request) {
 				e = &ec
 			}
 			v, errLine, listFirst := e.decideOrList(r.Context(), cat, h.identity(r), &m)
-			if listFirst && x.sess == nil {
-				// A session the proxy does not track (yet): listed for this
-				// call alone, so that made-up session ids evict no one's
-				// catalog.
+			untracked := listFirst && x.sess == nil
+			if untracked {
+				// A session the proxy does not track (it restarted, or
+				// forgot the session): listed into a catalog of its own,
+				// tracked once the server has accepted the session id, so
+				// that made-up ids evict no one's catalog.
 				cat = &Catalog{}
 			}
 			for tries := 0; listFirst; tries++ {
@@ -304,6 +306,10 @@ func (h *HTTP) servePOST(w http.ResponseWriter, r *http.Request) {
 					}
 					return
 				}
+			}
+			if untracked {
+				x.sess = h.sessions.ensure(x.sid)
+				x.sess.catalog.adopt(cat)
 			}
 			if errLine != nil {
 				writeJSON(w, http.StatusOK, errLine)

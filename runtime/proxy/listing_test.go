@@ -145,18 +145,31 @@ func TestHTTPListingTimesOut(t *testing.T) {
 	}
 }
 
-// A listing refused with 404 (the server ended the session) answers the
-// call with 404, as a forwarded call would, so that the client starts a
-// new session; a session id the proxy does not track is listed for the
-// call alone, and tracked by no one.
-func TestHTTPListingSessionGone(t *testing.T) {
+// A listing refused with 404 (the server ended the session, or never had
+// it) answers the call with 404, as a forwarded call would, so that the
+// client starts a new session, and the id is not tracked; a session the
+// server knows but the proxy does not (it restarted) is listed once, then
+// tracked.
+func TestHTTPListingUntrackedSessions(t *testing.T) {
+	var lists atomic.Int64
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get(hdrSession) == "gone" {
+		if r.Header.Get(hdrSession) != "known" {
 			http.Error(w, "no such session", http.StatusNotFound)
 			return
 		}
+		body, _ := io.ReadAll(r.Body)
+		var m struct {
+			ID     json.RawMessage
+			Method string
+		}
+		json.Unmarshal(body, &m)
 		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"jsonrpc":"2.0","id":"`+strings.Trim(listedID(r), `"`)+`","result":{"tools":[{"name":"x","annotations":{"readOnlyHint":true}}]}}`)
+		if m.Method == "tools/list" {
+			lists.Add(1)
+			io.WriteString(w, `{"jsonrpc":"2.0","id":`+string(m.ID)+`,"result":{"tools":[{"name":"x","annotations":{"readOnlyHint":true}}]}}`)
+			return
+		}
+		io.WriteString(w, `{"jsonrpc":"2.0","id":`+string(m.ID)+`,"result":{"content":[]}}`)
 	}))
 	defer up.Close()
 	var seen annotationsSeen
@@ -176,16 +189,26 @@ func TestHTTPListingSessionGone(t *testing.T) {
 		resp.Body.Close()
 		return resp
 	}
-	if resp := post("gone"); resp.StatusCode != http.StatusNotFound {
-		t.Errorf("listing refused with 404: the call got HTTP %d, want 404", resp.StatusCode)
-	}
 	before := p.h.Sessions()
-	post("made-up")
-	if got := seen.of("x"); len(got) != 1 || !strings.Contains(got[0], "readOnlyHint") {
-		t.Errorf("call in an untracked session: decided with %q, want the listed annotations", got)
+	if resp := post("made-up"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("listing refused with 404: the call got HTTP %d, want 404", resp.StatusCode)
 	}
 	if got := p.h.Sessions(); got != before {
 		t.Errorf("sessions tracked: %d after a made-up session id, want %d", got, before)
+	}
+	for range 2 {
+		if resp := post("known"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("call in a session the server knows: HTTP %d", resp.StatusCode)
+		}
+	}
+	if got := seen.of("x"); len(got) != 2 || !strings.Contains(got[0], "readOnlyHint") || !strings.Contains(got[1], "readOnlyHint") {
+		t.Errorf("calls in an untracked session: decided with %q, want the listed annotations", got)
+	}
+	if n := lists.Load(); n != 1 {
+		t.Errorf("tools/list POSTs: %d, want 1 (the session tracked after it)", n)
+	}
+	if got := p.h.Sessions(); got != before+1 {
+		t.Errorf("sessions tracked: %d, want %d", got, before+1)
 	}
 }
 
