@@ -200,20 +200,13 @@ func (b *Bridge) fromClient(ctx context.Context, line []byte, tooLong bool) erro
 		x.id = m.ID
 		switch *m.Method {
 		case "tools/call":
-			v, errLine, listFirst := b.enforcer.decideOrList(ctx, &b.catalog, b.Identity, &m)
-			for tries := 0; listFirst; tries++ {
+			v, errLine, listFirst := b.enforcer.DecideCall(ctx, &b.catalog, b.Identity, &m)
+			if listFirst {
 				// Waits, reading no further client message meanwhile.
-				timeout := listTimeout(b.CallTimeout)
-				err := awaitListing(ctx, &b.catalog, timeout, b.postList, int64(b.MaxLine), b.listFailed)
-				if err == nil {
-					// Listed; unless the server said its tools changed since.
-					v, errLine, listFirst = b.enforcer.decideOrList(ctx, &b.catalog, b.Identity, &m)
-					if listFirst && tries == MaxListRestarts {
-						err = errListKeptChanging
-					}
-				}
-				if err != nil {
-					return b.toClient.write(appendError(nil, m.ID, codeUpstreamGone, listFailure(err, timeout)))
+				ls := &lister{timeout: listTimeout(b.CallTimeout), post: b.postList, maxBody: int64(b.MaxLine), log: b.log, count: b.UpstreamError}
+				var err error
+				if v, errLine, err = b.enforcer.listThenDecide(ctx, &b.catalog, b.Identity, &m, ls); err != nil {
+					return b.toClient.write(appendError(nil, m.ID, codeUpstreamGone, listFailure(err, ls.timeout)))
 				}
 			}
 			if errLine != nil {
@@ -279,12 +272,6 @@ func (b *Bridge) postList(ctx context.Context, body []byte) (*http.Response, err
 	req.Header["Accept"] = acceptBoth
 	b.headers(req.Header)
 	return b.client.Do(req)
-}
-
-// listFailed logs and counts a failed listing of the server's tools.
-func (b *Bridge) listFailed(err error) {
-	b.log.Warn("listing the MCP server's tools failed", "err", err)
-	b.upstreamError()
 }
 
 // headers sets the headers of a request to the server.

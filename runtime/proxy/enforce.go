@@ -54,14 +54,16 @@ type Catalog struct {
 	// listing started before one is out of date.
 	changes uint64
 	// complete is set once the proxy has read every page of the server's
-	// tools/list itself since the server last said its list changed: a
-	// tool the catalog does not hold then has no annotations.
+	// tools/list itself (at most MaxToolPages) since the server last said
+	// its list changed: a tool the catalog does not hold then has no
+	// annotations.
 	complete atomic.Bool
 	// stale is set when the server said its list changed since the proxy
 	// last listed it: the annotations held may be out of date.
 	stale atomic.Bool
 	// listing is the proxy's own listing in flight, for transports whose
-	// calls wait on it in their own goroutines (HTTP); nil when none.
+	// calls wait on it in their own goroutines (HTTP, the bridge); nil when
+	// none.
 	listing *listing
 }
 
@@ -302,23 +304,16 @@ var inputs = sync.Pool{New: func() any { return new(bundles.Input) }}
 // surrogate escape (servers read those differently, and the call must be
 // decided on what the server will run).
 //
+// A call that must wait for the proxy to list the server's tools is not
+// decided: listFirst is then true. It must wait when the policy in force
+// reads tool.annotations and the catalog is not complete, and the catalog
+// does not hold the tool the call names or the server said its tools
+// changed since the proxy last listed them.
+//
 // The input's Arguments are a view into m.Params, which is a view into the
 // line the message came in: Decide sees exactly the bytes forwarded, and
 // must not keep them (nor the input) past its return.
-func (e *Enforcer) DecideCall(ctx context.Context, cat *Catalog, id bundles.Identity, m *message) (Verdict, []byte) {
-	v, errLine, _ := e.decide(ctx, cat, id, m, false)
-	return v, errLine
-}
-
-// decideOrList is DecideCall, except that a call that must wait for the
-// proxy to list the server's tools is not decided: listFirst is then true.
-// A call must wait when the policy in force reads tool.annotations, the
-// catalog is not complete, and it does not hold the tool the call names.
-func (e *Enforcer) decideOrList(ctx context.Context, cat *Catalog, id bundles.Identity, m *message) (v Verdict, errLine []byte, listFirst bool) {
-	return e.decide(ctx, cat, id, m, true)
-}
-
-func (e *Enforcer) decide(ctx context.Context, cat *Catalog, id bundles.Identity, m *message, mayList bool) (Verdict, []byte, bool) {
+func (e *Enforcer) DecideCall(ctx context.Context, cat *Catalog, id bundles.Identity, m *message) (v Verdict, errLine []byte, listFirst bool) {
 	var cp callParams
 	if msg := scanCallParams(m.Params, &cp); msg != "" {
 		return Verdict{}, appendError(nil, m.ID, codeInvalidParams, msg), false
@@ -327,7 +322,7 @@ func (e *Enforcer) decide(ctx context.Context, cat *Catalog, id bundles.Identity
 	if !ok {
 		return Verdict{}, appendError(nil, m.ID, codeInvalidParams, errNameEncoding), false
 	}
-	if mayList && e.ReadsAnnotations != nil && cat.needsListing(listed) && e.ReadsAnnotations() {
+	if e.ReadsAnnotations != nil && cat.needsListing(listed) && e.ReadsAnnotations() {
 		return Verdict{}, nil, true
 	}
 	if tok := cp.progressToken; e.Notify != nil && validID(tok) {
@@ -335,7 +330,7 @@ func (e *Enforcer) decide(ctx context.Context, cat *Catalog, id bundles.Identity
 	}
 	in := inputs.Get().(*bundles.Input)
 	*in = bundles.Input{Server: e.Server, Tool: tool, Annotations: ann, Arguments: cp.arguments, Identity: id, State: in.State[:0]}
-	v := e.Decide(ctx, in)
+	v = e.Decide(ctx, in)
 	*in = bundles.Input{State: in.State[:0]}
 	inputs.Put(in)
 	return v, nil, false

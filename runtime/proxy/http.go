@@ -274,7 +274,7 @@ func (h *HTTP) servePOST(w http.ResponseWriter, r *http.Request) {
 				ec.Notify = ev.send
 				e = &ec
 			}
-			v, errLine, listFirst := e.decideOrList(r.Context(), cat, h.identity(r), &m)
+			v, errLine, listFirst := e.DecideCall(r.Context(), cat, h.identity(r), &m)
 			untracked := listFirst && x.sess == nil
 			if untracked {
 				// A session the proxy does not track (it restarted, or
@@ -283,17 +283,10 @@ func (h *HTTP) servePOST(w http.ResponseWriter, r *http.Request) {
 				// that made-up ids evict no one's catalog.
 				cat = &Catalog{}
 			}
-			for tries := 0; listFirst; tries++ {
-				timeout := listTimeout(h.CallTimeout)
-				err := awaitListing(r.Context(), cat, timeout, h.listPoster(r, x.sid), h.maxBody, h.listFailed)
-				if err == nil {
-					// Listed; unless the server said its tools changed since.
-					v, errLine, listFirst = e.decideOrList(r.Context(), cat, h.identity(r), &m)
-					if listFirst && tries == MaxListRestarts {
-						err = errListKeptChanging
-					}
-				}
-				if err != nil {
+			if listFirst {
+				ls := &lister{timeout: listTimeout(h.CallTimeout), post: h.listPoster(r, x.sid), maxBody: h.maxBody, log: h.log, count: h.UpstreamError}
+				var err error
+				if v, errLine, err = e.listThenDecide(r.Context(), cat, h.identity(r), &m, ls); err != nil {
 					var se statusError
 					switch {
 					case r.Context().Err() != nil: // the client has gone
@@ -302,7 +295,7 @@ func (h *HTTP) servePOST(w http.ResponseWriter, r *http.Request) {
 						// start a new one, as a forwarded call would tell it.
 						writeJSON(w, http.StatusNotFound, appendError(nil, m.ID, codeUpstreamGone, "the MCP server does not know this session"))
 					default:
-						writeJSON(w, http.StatusOK, appendError(nil, m.ID, codeUpstreamGone, listFailure(err, timeout)))
+						writeJSON(w, http.StatusOK, appendError(nil, m.ID, codeUpstreamGone, listFailure(err, ls.timeout)))
 					}
 					return
 				}
@@ -481,12 +474,6 @@ func (h *HTTP) listPoster(r *http.Request, sid string) postFunc {
 		}
 		return resp, err
 	}
-}
-
-// listFailed logs and counts a failed listing of the server's tools.
-func (h *HTTP) listFailed(err error) {
-	h.log.Warn("listing the MCP server's tools failed", "err", err)
-	h.upstreamError()
 }
 
 // headers sets the headers of a request to the server from the client's.

@@ -183,7 +183,7 @@ func TestDecideCallParams(t *testing.T) {
 		if k != kindRequest {
 			t.Fatalf("%s: kind %d", line, k)
 		}
-		_, errLine := e.DecideCall(context.Background(), &cat, bundles.Identity{}, &m)
+		_, errLine, _ := e.DecideCall(context.Background(), &cat, bundles.Identity{}, &m)
 		if tt.errMsg != "" {
 			want := `{"jsonrpc":"2.0","id":3,"error":{"code":-32602,"message":` + string(appendString(nil, tt.errMsg)) + `}}`
 			if got != nil || string(errLine) != want {
@@ -284,7 +284,7 @@ func BenchmarkDecideCall(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, errLine := e.DecideCall(ctx, &cat, bundles.Identity{Subject: "alice"}, &m); errLine != nil {
+		if _, errLine, _ := e.DecideCall(ctx, &cat, bundles.Identity{Subject: "alice"}, &m); errLine != nil {
 			b.Fatal(string(errLine))
 		}
 	}

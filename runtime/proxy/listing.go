@@ -9,10 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/toolgate/toolgate/bundles"
 )
 
 // The proxy lists a server's tools itself when the policy in force reads
@@ -153,8 +156,9 @@ var (
 // headers) and returns its HTTP response.
 type postFunc func(ctx context.Context, body []byte) (*http.Response, error)
 
-// awaitListing waits until cat is complete, listing the server's tools with
-// post when no listing is under way. The listing runs on its own, bounded
+// awaitListing waits for a listing of the server's tools into cat to end,
+// joining the one under way or starting one with post (none when cat has
+// become complete meanwhile). The listing runs on its own, bounded
 // by timeout, so that a caller who leaves does not fail the others waiting
 // on it; failed, when set, is told once why it failed. It returns the
 // listing's error, or ctx's.
@@ -179,6 +183,44 @@ func awaitListing(ctx context.Context, cat *Catalog, timeout time.Duration, post
 		return l.err
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// lister is how a transport lists a server's tools itself over HTTP.
+type lister struct {
+	timeout time.Duration // for a whole listing
+	post    postFunc
+	maxBody int64
+	log     *slog.Logger
+	count   func() // counts an upstream failure; may be nil
+}
+
+// failed logs and counts a listing that failed with err.
+func (ls *lister) failed(err error) {
+	ls.log.Warn("listing the MCP server's tools failed", "err", err)
+	if ls.count != nil {
+		ls.count()
+	}
+}
+
+// listThenDecide is DecideCall for a call that must wait for a listing: it
+// lists the server's tools into cat (joining a listing under way), then
+// decides the call, again as long as the server said its tools changed
+// meanwhile, at most MaxListRestarts more times. It returns DecideCall's
+// answer, or why the listing failed.
+func (e *Enforcer) listThenDecide(ctx context.Context, cat *Catalog, id bundles.Identity, m *message, ls *lister) (Verdict, []byte, error) {
+	for tries := 0; ; tries++ {
+		if err := awaitListing(ctx, cat, ls.timeout, ls.post, ls.maxBody, ls.failed); err != nil {
+			return Verdict{}, nil, err
+		}
+		v, errLine, listFirst := e.DecideCall(ctx, cat, id, m)
+		if !listFirst {
+			return v, errLine, nil
+		}
+		if tries == MaxListRestarts {
+			ls.failed(errListKeptChanging)
+			return Verdict{}, nil, errListKeptChanging
+		}
 	}
 }
 

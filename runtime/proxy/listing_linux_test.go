@@ -430,3 +430,42 @@ func TestStdioListingWaitingBounded(t *testing.T) {
 		}
 	}
 }
+
+// A call cancelled while the calls released from a listing are being
+// decided (it is in the release's batch, no longer queued) is dropped too.
+func TestStdioCancelDuringRelease(t *testing.T) {
+	eachRelay(t, func(t *testing.T, portable bool) {
+		entered, gate := make(chan struct{}, 1), make(chan struct{})
+		var once sync.Once
+		open := func() { once.Do(func() { close(gate) }) }
+		defer open()
+		h := newPollHarness(t, gatedDecide(entered, gate, Verdict{Allow: true}), func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		slow := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}`
+		h.fromClient(slow)
+		id, _ := h.listRequest()
+		h.fromClient(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo"}}`) // waits behind slow
+		h.fromClient(`{"jsonrpc":"2.0","id":"q","method":"ping"}`)                              // passes once echo is queued
+		h.serverGets()
+		h.answerList(id, `{"tools":[{"name":"slow"},{"name":"echo"}]}`)
+		<-entered // the release is deciding slow; echo is in its batch
+		cancel := `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2,"reason":"user"}}`
+		h.fromClient(cancel)
+		if got := h.serverGets(); got != cancel {
+			t.Fatalf("server got %s, want the cancellation", got)
+		}
+		open()
+		if got := h.serverGets(); got != slow {
+			t.Fatalf("server got %s, want %s", got, slow)
+		}
+		ping := `{"jsonrpc":"2.0","id":"p","method":"ping"}`
+		h.fromClient(ping)
+		if got := h.serverGets(); got != ping {
+			t.Fatalf("server got %s after the client cancelled it, want the ping (the cancelled call dropped)", got)
+		}
+		for _, in := range h.decided() {
+			if in.Tool == "echo" {
+				t.Errorf("the cancelled call was decided")
+			}
+		}
+	})
+}

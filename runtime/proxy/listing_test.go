@@ -212,13 +212,6 @@ func TestHTTPListingUntrackedSessions(t *testing.T) {
 	}
 }
 
-// listedID returns the id of the tools/list request r carries.
-func listedID(r *http.Request) string {
-	var m struct{ ID json.RawMessage }
-	json.NewDecoder(r.Body).Decode(&m)
-	return string(m.ID)
-}
-
 // A listing the server's list_changed overtakes starts over; one it keeps
 // overtaking fails.
 func TestListPagesRestarts(t *testing.T) {
@@ -250,7 +243,8 @@ func TestListPagesRestarts(t *testing.T) {
 }
 
 // A server whose cursors never end is read for MaxToolPages pages, no
-// more; what it listed counts. With no call timeout a listing still ends.
+// more; what it listed counts. Without a call timeout a listing has
+// DefaultListTimeout.
 func TestListPagesBounded(t *testing.T) {
 	var cat Catalog
 	posts := 0

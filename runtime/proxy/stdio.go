@@ -135,7 +135,7 @@ type Stdio struct {
 	enforcer *Enforcer
 	catalog  Catalog
 
-	mu      sync.Mutex             // guards pending, tick, listing, listings
+	mu      sync.Mutex             // guards pending, tick, listing, listings, closeAfterListing, ended
 	pending map[string]pendingCall // client requests awaiting the server, by raw id
 	tick    uint32                 // timeout sweeps so far
 	expire  uint32                 // sweeps after which a request has timed out
@@ -162,6 +162,7 @@ type pendingCall struct {
 	held    bool   // waiting for a person's approval or for a listing, not yet forwarded
 	expired bool   // timed out and answered; the server's answer is dropped
 	own     bool   // the proxy's own tools/list (held: no sweep times it out), answered to nobody
+	waits   bool   // waiting on a listing, or being released from one: a cancellation drops it
 }
 
 // forgetAfter is how many CallTimeouts a timed-out request's id stays in
@@ -538,7 +539,7 @@ func (p *Stdio) fromClient(ctx context.Context, b *batch, line []byte, tooLong b
 					return err
 				}
 			}
-			forward, listFirst, err := p.decideCall(ctx, b, key, c, &m, line, true)
+			forward, listFirst, err := p.decideCall(ctx, b, key, c, &m, line)
 			switch {
 			case listFirst:
 				_, err = p.awaitListing(b, c, line, true)
@@ -567,12 +568,12 @@ func (p *Stdio) fromClient(ctx context.Context, b *batch, line []byte, tooLong b
 }
 
 // decideCall decides the tools/call request m (a view into line, as
-// pending call c, whose id is key): it answers it, holds it for approval, or makes it
-// pending and reports that the caller is to forward line. With mayList, a
+// pending call c, whose id is key): it answers it, holds it for approval,
+// or makes it pending and reports that the caller is to forward line. A
 // call that must wait for a listing of the server's tools is not decided
-// (listFirst; see [Enforcer.decideOrList]).
-func (p *Stdio) decideCall(ctx context.Context, b *batch, key string, c pendingCall, m *message, line []byte, mayList bool) (forward, listFirst bool, err error) {
-	v, errLine, listFirst := p.enforcer.decide(ctx, &p.catalog, p.Identity, m, mayList)
+// (listFirst; see [Enforcer.DecideCall]).
+func (p *Stdio) decideCall(ctx context.Context, b *batch, key string, c pendingCall, m *message, line []byte) (forward, listFirst bool, err error) {
+	v, errLine, listFirst := p.enforcer.DecideCall(ctx, &p.catalog, p.Identity, m)
 	switch {
 	case listFirst:
 		return false, true, nil
@@ -585,6 +586,7 @@ func (p *Stdio) decideCall(ctx context.Context, b *batch, key string, c pendingC
 		if c.held && !p.stillPending(key) {
 			return false, false, nil
 		}
+		c.waits = false
 		p.hold(ctx, key, c, line, v)
 		return false, false, nil
 	case !v.Allow:
@@ -594,7 +596,7 @@ func (p *Stdio) decideCall(ctx context.Context, b *batch, key string, c pendingC
 		return false, false, b.toClientAppend(func(dst []byte) []byte { return p.enforcer.AppendDenial(dst, m.ID, &v) })
 	}
 	held := c.held
-	c.done, c.held = v.Done, false
+	c.done, c.held, c.waits = v.Done, false, false
 	p.mu.Lock()
 	if _, still := p.pending[key]; held && !still {
 		// Released from a listing, and answered meanwhile (the server

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"strconv"
 	"time"
@@ -47,7 +48,7 @@ const errInputClosed = "the call could not be sent: the MCP server's input is cl
 // when there is none, starts one if start is set and otherwise reports
 // that it did not queue the call (the listing has just ended).
 func (p *Stdio) awaitListing(b *batch, c pendingCall, line []byte, start bool) (queued bool, err error) {
-	c.held = true
+	c.held, c.waits = true, true
 	p.mu.Lock()
 	l := p.listing
 	switch {
@@ -98,6 +99,9 @@ func (p *Stdio) newListing() *stdioListing {
 func (p *Stdio) cancelWaiting(id json.RawMessage) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if c, ok := p.pending[string(id)]; ok && c.waits {
+		delete(p.pending, string(id)) // being released: skipped there
+	}
 	l := p.listing
 	if l == nil {
 		return
@@ -250,7 +254,7 @@ func (p *Stdio) listingTimedOut(l *stdioListing, timeout time.Duration) {
 	if id != "" { // written on its own: the server may not be reading
 		go p.toServer.write(appendCancelled(nil, json.RawMessage(id), "toolgate: no answer within "+timeout.String()))
 	}
-	p.finishListing(l, "the MCP server did not answer the proxy's tools/list within "+timeout.String()+"; the policy in force needs the tools' annotations (tool.annotations)")
+	p.finishListing(l, listFailure(context.DeadlineExceeded, timeout))
 }
 
 // finishListing ends listing l, once. Failed (a message), its calls are
@@ -308,7 +312,7 @@ func (p *Stdio) release(l *stdioListing) {
 				continue // answered meanwhile (the server exited), or cancelled
 			}
 			m, _, _ := classifyView(w.line) // classified when it came
-			forward, listFirst, _ := p.decideCall(p.runCtx, b, w.key, c, &m, w.line, true)
+			forward, listFirst, _ := p.decideCall(p.runCtx, b, w.key, c, &m, w.line)
 			b.flush() // its answer, when the proxy gave one
 			if listFirst {
 				p.relist(l, waiting[i:])
