@@ -94,23 +94,34 @@ func Build(ctx context.Context, sources []policy.Source, opts Options) (*bundles
 	return b, set, nil
 }
 
-// ReadsAnnotations reports whether a rule of set reads a tool.annotations
-// path (in conditions or when).
-func ReadsAnnotations(set *policy.Set) bool {
-	for _, f := range set.Files {
-		for _, t := range f.Tools {
+// eachPathRead calls f with every path a rule of set reads: in
+// conditions, in when, and its increment_from.
+func eachPathRead(set *policy.Set, f func(path string)) {
+	for _, file := range set.Files {
+		for _, t := range file.Tools {
 			for _, r := range t.Rules {
-				for _, cs := range [][]policy.Condition{r.Conditions, r.When} {
-					for _, c := range cs {
-						if c.Path == "tool.annotations" || strings.HasPrefix(c.Path, "tool.annotations.") {
-							return true
-						}
-					}
+				for _, c := range r.Conditions {
+					f(c.Path)
+				}
+				for _, c := range r.When {
+					f(c.Path)
+				}
+				if r.State != nil && r.State.IncrementFrom != "" {
+					f(r.State.IncrementFrom)
 				}
 			}
 		}
 	}
-	return false
+}
+
+// ReadsAnnotations reports whether a rule of set reads a tool.annotations
+// path (in conditions or when).
+func ReadsAnnotations(set *policy.Set) bool {
+	reads := false
+	eachPathRead(set, func(path string) {
+		reads = reads || path == "tool.annotations" || strings.HasPrefix(path, "tool.annotations.")
+	})
+	return reads
 }
 
 // ArgumentPaths lists every argument path a rule of set reads (in
@@ -119,29 +130,14 @@ func ReadsAnnotations(set *policy.Set) bool {
 func ArgumentPaths(set *policy.Set) [][]string {
 	seen := map[string]bool{}
 	var out [][]string
-	add := func(path string) {
+	eachPathRead(set, func(path string) {
 		rest, ok := strings.CutPrefix(path, "args.")
 		if !ok || seen[rest] {
 			return
 		}
 		seen[rest] = true
 		out = append(out, strings.Split(rest, "."))
-	}
-	for _, f := range set.Files {
-		for _, t := range f.Tools {
-			for _, r := range t.Rules {
-				for _, c := range r.Conditions {
-					add(c.Path)
-				}
-				for _, c := range r.When {
-					add(c.Path)
-				}
-				if r.State != nil {
-					add(r.State.IncrementFrom)
-				}
-			}
-		}
-	}
+	})
 	sort.Slice(out, func(i, j int) bool { return strings.Join(out[i], "\x00") < strings.Join(out[j], "\x00") })
 	if out == nil {
 		out = [][]string{}
