@@ -435,7 +435,10 @@ func TestParityRepoPolicies(t *testing.T) {
 			}
 			// A client that calls without listing tools meets the same
 			// decisions on a policy reading annotations.
-			policyData, _ := os.ReadFile(strings.TrimSuffix(path, "_test.yaml") + ".yaml")
+			policyData, err := os.ReadFile(strings.TrimSuffix(path, "_test.yaml") + ".yaml")
+			if err != nil {
+				t.Fatalf("the policy of %s: %v", path, err)
+			}
 			unlisted := bytes.Contains(policyData, []byte("tool.annotations"))
 			for _, listFirst := range []bool{true, false} {
 				if !listFirst && !unlisted {
