@@ -150,7 +150,7 @@ type Stdio struct {
 	// closeAfterListing: the client's input ended while calls waited on a
 	// listing; the server's input closes once they are sent.
 	closeAfterListing bool
-	ended             bool // Run is over: the server exited (failPending)
+	ended             bool // the pending calls were failed: the server exited, or a shutdown aborted them
 }
 
 // pendingCall is a client request the server has not answered yet.

@@ -58,7 +58,7 @@ func (p *Stdio) awaitListing(b *batch, c pendingCall, line []byte, start bool) (
 	case p.ended:
 		p.mu.Unlock()
 		return true, b.toClientAppend(func(dst []byte) []byte {
-			return appendError(dst, c.id, codeUpstreamGone, "the MCP server exited")
+			return appendError(dst, c.id, codeUpstreamGone, "the proxy no longer relays calls to the MCP server (it exited, or the proxy is shutting down)")
 		})
 	case l != nil && len(l.waiting) >= MaxListWaiting:
 		p.mu.Unlock()
