@@ -104,6 +104,8 @@ type bridgeExchange struct {
 	kind     kind
 	id       json.RawMessage // a request's id
 	watch    uint8
+	listAll  bool   // a tools/list asking for the whole list
+	listGen  uint64 // the catalog's generation when it was asked
 	done     func(ok bool)
 	answered bool
 	// sent is set once the request is written to the server: from then on,
@@ -224,6 +226,9 @@ func (b *Bridge) fromClient(ctx context.Context, line []byte, tooLong bool) erro
 			}
 		case "tools/list":
 			x.watch = watchList
+			if fullListing(m.Params) {
+				x.listAll, x.listGen = true, b.catalog.generation()
+			}
 		case "initialize":
 			x.watch = watchInit
 		}
@@ -543,6 +548,9 @@ func (b *Bridge) fromServer(ctx context.Context, x *bridgeExchange, msg []byte) 
 				x.finish(!o.Error)
 			case watchList:
 				if m, k, _ := classify(msg); k == kindResponse && m.Result != nil {
+					if x.listAll {
+						b.catalog.completeFrom(m.Result, x.listGen)
+					}
 					if filtered := b.enforcer.FilterTools(ctx, &b.catalog, b.Identity, &m); filtered != nil {
 						msg = filtered
 					}

@@ -199,8 +199,12 @@ type exchange struct {
 	kind  kind
 	id    json.RawMessage // a request's id
 	watch uint8
-	done  func(ok bool) // an allowed call's Verdict.Done, until called
-	ident bundles.Identity
+	// listAll: a tools/list asking for the whole list, at the session
+	// catalog's generation listGen.
+	listAll bool
+	listGen uint64
+	done    func(ok bool) // an allowed call's Verdict.Done, until called
+	ident   bundles.Identity
 	// answered is set once the server's response to the request is seen.
 	answered bool
 	// events is set when the proxy made the answer an event stream before
@@ -323,6 +327,12 @@ func (h *HTTP) servePOST(w http.ResponseWriter, r *http.Request) {
 			}
 		case "tools/list":
 			x.watch, x.ident = watchList, h.identity(r)
+			if fullListing(m.Params) {
+				x.listAll = true
+				if x.sess != nil {
+					x.listGen = x.sess.catalog.generation()
+				}
+			}
 		}
 	}
 	h.forward(w, &x, body)
@@ -740,6 +750,9 @@ func (h *HTTP) filter(x *exchange, m *message) []byte {
 	ident := x.ident
 	if x.watch != watchList {
 		ident = h.identity(x.r) // a tools/list answered on a GET stream
+	}
+	if x.watch == watchList && x.listAll {
+		x.sess.catalog.completeFrom(m.Result, x.listGen)
 	}
 	return h.Enforcer.FilterTools(x.r.Context(), &x.sess.catalog, ident, m)
 }

@@ -114,6 +114,37 @@ func listsNothing(errMember json.RawMessage) bool {
 	return json.Unmarshal(errMember, &e) == nil && e.Code != nil && *e.Code == codeMethodNotFound
 }
 
+// fullListing reports whether tools/list params ask for the whole list:
+// no cursor. Such a request answered without a next cursor lists every
+// tool, whoever asked.
+func fullListing(params []byte) bool {
+	i := lexSpace(params, 0)
+	if i == len(params) || string(params[i:]) == "null" {
+		return true
+	}
+	full := true
+	if !scanMembers(params, i, func(key, _ []byte) {
+		if string(key) == `"cursor"` {
+			full = false
+		}
+	}) {
+		return false
+	}
+	return full
+}
+
+// completeFrom makes a whole list of tools the server gave a client's
+// tools/list (result; the request asked for no cursor, at generation gen)
+// the catalog, complete, when the answer has no next cursor and the server
+// has not said its tools changed since: the proxy then needs no listing of
+// its own.
+func (c *Catalog) completeFrom(result json.RawMessage, gen uint64) {
+	tools := map[string]toolEntry{}
+	if next, err := parsePage(result, tools); err == nil && next == nil {
+		c.replace(tools, gen)
+	}
+}
+
 // listing is one listing of a server's tools by the proxy over HTTP: done
 // is closed when it ends, and err then says why it failed, or is nil.
 type listing struct {

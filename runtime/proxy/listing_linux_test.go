@@ -469,3 +469,71 @@ func TestStdioCancelDuringRelease(t *testing.T) {
 		}
 	})
 }
+
+// A client's own tools/list that asks for the whole list and gets it (no
+// next cursor) completes the catalog: the proxy needs no listing of its
+// own, until the server says its tools changed. A page (a cursor asked
+// for), or an answer overtaken by a change, completes nothing.
+func TestStdioClientListingCompletes(t *testing.T) {
+	eachRelay(t, func(t *testing.T, portable bool) {
+		h := newPollHarness(t, denyDestructive, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		changed := `{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`
+		ask := func(id, params string) {
+			h.fromClient(`{"jsonrpc":"2.0","id":"` + id + `","method":"tools/list"` + params + `}`)
+			h.serverGets()
+		}
+		answer := func(id, result string) {
+			h.fromServer(`{"jsonrpc":"2.0","id":"` + id + `","result":` + result + `}`)
+			h.clientGets()
+		}
+		// needsList calls "gone" (never listed) and reports whether the
+		// proxy listed first, answering its listing and the call.
+		n := 0
+		needsList := func() bool {
+			t.Helper()
+			n++
+			line := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"gone"}}`, n)
+			h.fromClient(line)
+			got := h.serverGets()
+			listed := got != line
+			if listed {
+				var m struct{ ID json.RawMessage }
+				json.Unmarshal([]byte(got), &m)
+				h.answerList(string(m.ID), `{"tools":[]}`)
+				if got := h.serverGets(); got != line {
+					t.Fatalf("server got %s, want the call after the listing", got)
+				}
+			}
+			h.fromServer(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"result":{"content":[]}}`, n))
+			h.clientGets()
+			return listed
+		}
+
+		ask("L1", "")
+		answer("L1", `{"tools":[{"name":"echo","annotations":{"readOnlyHint":true}}]}`)
+		if needsList() {
+			t.Fatal("after the client's full listing, the proxy listed again")
+		}
+		h.fromServer(changed)
+		h.clientGets()
+		ask("L2", `,"params":{"cursor":"c"}`)
+		answer("L2", `{"tools":[]}`)
+		if !needsList() {
+			t.Fatal("after a change and a page the client asked for, the proxy did not list")
+		}
+		// Overtaken: the change comes between the client's request and its
+		// answer.
+		ask("L3", `,"params":{}`)
+		h.fromServer(changed)
+		h.clientGets()
+		answer("L3", `{"tools":[]}`)
+		if !needsList() {
+			t.Fatal("after a listing the server's change overtook, the proxy did not list")
+		}
+		ask("L4", `,"params":{"_meta":{"progressToken":1}}`)
+		answer("L4", `{"tools":[]}`)
+		if needsList() {
+			t.Fatal("after the client's full listing (params without a cursor), the proxy listed again")
+		}
+	})
+}

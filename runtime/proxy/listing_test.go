@@ -267,3 +267,34 @@ func TestListPagesBounded(t *testing.T) {
 		t.Errorf("listing time with a 1s call timeout: %v", got)
 	}
 }
+
+// Over HTTP and the bridge, a client's own whole listing completes the
+// session's catalog: a call to a tool it did not list needs no listing of
+// the proxy's own.
+func TestClientListingCompletesHTTP(t *testing.T) {
+	up := newUpServer(t, false)
+	var seen annotationsSeen
+	p := newHPProxy(t, up.URL, seen.decide, func(h *HTTP) { h.Enforcer.ReadsAnnotations = func() bool { return true } })
+	cs, _ := hpConnect(t, p.URL, hpVersion, nil)
+	if _, err := cs.ListTools(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	hpCall(t, cs, "no_such_tool", map[string]any{})
+	if n := up.listPosts.Load(); n != 1 {
+		t.Errorf("HTTP: tools/list POSTs %d, want 1 (the client's)", n)
+	}
+
+	up2 := newUpServer(t, false)
+	hb := newHPBridge(t, up2.URL, seen.decide, func(b *Bridge) { b.Enforcer.ReadsAnnotations = func() bool { return true } })
+	bs, _ := hb.connect(t, hpVersion)
+	if _, err := bs.ListTools(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	hpCall(t, bs, "no_such_tool", map[string]any{})
+	if n := up2.listPosts.Load(); n != 1 {
+		t.Errorf("bridge: tools/list POSTs %d, want 1 (the client's)", n)
+	}
+	if got := seen.of("no_such_tool"); len(got) != 2 {
+		t.Errorf("no_such_tool decided %d times, want 2", len(got))
+	}
+}

@@ -163,6 +163,10 @@ type pendingCall struct {
 	expired bool   // timed out and answered; the server's answer is dropped
 	own     bool   // the proxy's own tools/list (held: no sweep times it out), answered to nobody
 	waits   bool   // waiting on a listing, or being released from one: a cancellation drops it
+	// listAll: a client's tools/list asking for the whole list, at the
+	// catalog's generation listGen.
+	listAll bool
+	listGen uint64
 }
 
 // forgetAfter is how many CallTimeouts a timed-out request's id stays in
@@ -549,6 +553,9 @@ func (p *Stdio) fromClient(ctx context.Context, b *batch, line []byte, tooLong b
 			}
 			return b.toServer(line)
 		}
+		if c.method == "tools/list" && fullListing(m.Params) {
+			c.listAll, c.listGen = true, p.catalog.generation()
+		}
 		p.mu.Lock()
 		c.tick = p.tick
 		p.pending[key] = c
@@ -726,6 +733,9 @@ func (p *Stdio) fromServer(ctx context.Context, b *batch, line []byte, tooLong b
 			c.done(m.Error == nil)
 		}
 		if c.method == "tools/list" && m.Result != nil {
+			if c.listAll {
+				p.catalog.completeFrom(m.Result, c.listGen)
+			}
 			if filtered := p.enforcer.FilterTools(ctx, &p.catalog, p.Identity, &m); filtered != nil {
 				return b.toClient(filtered)
 			}
