@@ -37,9 +37,9 @@ type Enforcer struct {
 	// tool.annotations paths. When it does, a tools/call waits while the
 	// proxy lists the server's tools itself (every page) if it names a tool
 	// the session's [Catalog] does not hold, or the server said its tools
-	// changed, unless the proxy has listed them since: the annotations must
-	// be those the server announces, whether or not the client listed
-	// them. Nil never lists.
+	// changed, unless a whole listing (the proxy's, or a client's) has been
+	// read since: the annotations must be those the server announces,
+	// whether or not the client listed them. Nil never lists.
 	ReadsAnnotations func() bool
 }
 
@@ -53,13 +53,14 @@ type Catalog struct {
 	// changes counts the server's notifications that its tools changed: a
 	// listing started before one is out of date.
 	changes uint64
-	// complete is set once the proxy has read every page of the server's
-	// tools/list itself (at most MaxToolPages) since the server last said
-	// its list changed: a tool the catalog does not hold then has no
+	// complete is set once a whole listing has been read since the server
+	// last said its list changed: every page of the proxy's own (at most
+	// MaxToolPages), or a client's tools/list that asked for no cursor and
+	// got no next one. A tool the catalog does not hold then has no
 	// annotations.
 	complete atomic.Bool
-	// stale is set when the server said its list changed since the proxy
-	// last listed it: the annotations held may be out of date.
+	// stale is set when the server said its list changed since the last
+	// whole listing: the annotations held may be out of date.
 	stale atomic.Bool
 	// listing is the proxy's own listing in flight, for transports whose
 	// calls wait on it in their own goroutines (HTTP, the bridge); nil when
@@ -308,7 +309,7 @@ var inputs = sync.Pool{New: func() any { return new(bundles.Input) }}
 // decided: listFirst is then true. It must wait when the policy in force
 // reads tool.annotations and the catalog is not complete, and the catalog
 // does not hold the tool the call names or the server said its tools
-// changed since the proxy last listed them.
+// changed since the last whole listing.
 //
 // The input's Arguments are a view into m.Params, which is a view into the
 // line the message came in: Decide sees exactly the bytes forwarded, and
