@@ -188,23 +188,26 @@ var (
 type postFunc func(ctx context.Context, body []byte) (*http.Response, error)
 
 // awaitListing waits for a listing of the server's tools into cat to end,
-// joining the one under way or starting one with post (none when cat has
-// become complete meanwhile). The listing runs on its own, bounded
-// by timeout, so that a caller who leaves does not fail the others waiting
-// on it; failed, when set, is told once why it failed. It returns the
-// listing's error, or ctx's.
-func awaitListing(ctx context.Context, cat *Catalog, timeout time.Duration, post postFunc, maxBody int64, failed func(error)) error {
+// joining the one under way or starting one with ls (none when cat has
+// become complete meanwhile). The listing runs on its own, bounded by
+// ls.timeout, so that a caller who leaves does not fail the others
+// waiting on it; it is logged, and counted when it fails, once. It
+// returns the listing's error, or ctx's.
+func awaitListing(ctx context.Context, cat *Catalog, ls *lister) error {
 	l, lead := cat.join()
 	if l == nil {
 		return nil
 	}
 	if lead {
 		go func() {
-			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ls.timeout)
 			defer cancel()
-			err := listPages(lctx, cat, post, maxBody)
-			if err != nil && failed != nil {
-				failed(err)
+			start := time.Now()
+			tools, err := listPages(lctx, cat, ls.post, ls.maxBody)
+			if err != nil {
+				ls.failed(err)
+			} else {
+				ls.log.Info("listed the MCP server's tools", "tools", tools, "took", time.Since(start))
 			}
 			cat.end(l, err)
 		}()
@@ -241,7 +244,7 @@ func (ls *lister) failed(err error) {
 // answer, or why the listing failed.
 func (e *Enforcer) listThenDecide(ctx context.Context, cat *Catalog, id bundles.Identity, m *message, ls *lister) (Verdict, []byte, error) {
 	for tries := 0; ; tries++ {
-		if err := awaitListing(ctx, cat, ls.timeout, ls.post, ls.maxBody, ls.failed); err != nil {
+		if err := awaitListing(ctx, cat, ls); err != nil {
 			return Verdict{}, nil, err
 		}
 		v, errLine, listFirst := e.DecideCall(ctx, cat, id, m)
@@ -256,11 +259,11 @@ func (e *Enforcer) listThenDecide(ctx context.Context, cat *Catalog, id bundles.
 }
 
 // listPages reads the server's tools/list page by page, at most
-// [MaxToolPages], and makes what it read cat's tools; when the server said
-// its tools changed meanwhile it starts over, at most [MaxListRestarts]
-// times. A method-not-found answer ends a listing well (the server lists
-// nothing more); any other error answer fails it.
-func listPages(ctx context.Context, cat *Catalog, post postFunc, maxBody int64) error {
+// [MaxToolPages], makes what it read cat's tools and returns how many; when
+// the server said its tools changed meanwhile it starts over, at most
+// [MaxListRestarts] times. A method-not-found answer ends a listing well
+// (the server lists nothing more); any other error answer fails it.
+func listPages(ctx context.Context, cat *Catalog, post postFunc, maxBody int64) (int, error) {
 	for restarts := 0; ; restarts++ {
 		gen := cat.generation()
 		tools := map[string]toolEntry{}
@@ -269,26 +272,26 @@ func listPages(ctx context.Context, cat *Catalog, post postFunc, maxBody int64) 
 			id := httpListIDs + strconv.FormatUint(listRequests.Add(1), 10)
 			m, err := postForAnswer(ctx, cat, post, appendListRequest(nil, id, cursor), id, maxBody)
 			if err != nil {
-				return err
+				return 0, err
 			}
 			if m.Error != nil {
 				if listsNothing(m.Error) {
 					break
 				}
-				return fmt.Errorf("the MCP server answered the proxy's tools/list with the error %s", m.Error)
+				return 0, fmt.Errorf("the MCP server answered the proxy's tools/list with the error %s", m.Error)
 			}
 			if cursor, err = parsePage(m.Result, tools); err != nil {
-				return err
+				return 0, err
 			}
 			if cursor == nil {
 				break
 			}
 		}
 		if cat.replace(tools, gen) {
-			return nil
+			return len(tools), nil
 		}
 		if restarts == MaxListRestarts {
-			return errListKeptChanging
+			return 0, errListKeptChanging
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -230,7 +231,7 @@ func TestListPagesRestarts(t *testing.T) {
 			io.WriteString(rec, `{"jsonrpc":"2.0","id":`+string(m.ID)+`,"result":{"tools":[{"name":"t`+strconv.Itoa(posts)+`"}]}}`)
 			return rec.Result(), nil
 		}
-		err := listPages(context.Background(), &cat, post, 1<<20)
+		_, err := listPages(context.Background(), &cat, post, 1<<20)
 		switch {
 		case changes <= MaxListRestarts && (err != nil || posts != changes+1 || !cat.complete.Load()):
 			t.Errorf("%d changes: err %v after %d posts, complete %v; want it listed on try %d", changes, err, posts, cat.complete.Load(), changes+1)
@@ -257,7 +258,7 @@ func TestListPagesBounded(t *testing.T) {
 		io.WriteString(rec, `{"jsonrpc":"2.0","id":`+string(m.ID)+`,"result":{"tools":[{"name":"t`+strconv.Itoa(posts)+`"}],"nextCursor":"more"}}`)
 		return rec.Result(), nil
 	}
-	if err := listPages(context.Background(), &cat, post, 1<<20); err != nil || posts != MaxToolPages || len(cat.tools) != MaxToolPages || !cat.complete.Load() {
+	if n, err := listPages(context.Background(), &cat, post, 1<<20); err != nil || n != MaxToolPages || posts != MaxToolPages || len(cat.tools) != MaxToolPages || !cat.complete.Load() {
 		t.Fatalf("err %v after %d posts, %d tools, complete %v; want %d pages read and the listing complete", err, posts, len(cat.tools), cat.complete.Load(), MaxToolPages)
 	}
 	if got := listTimeout(0); got != DefaultListTimeout {
@@ -296,5 +297,41 @@ func TestClientListingCompletesHTTP(t *testing.T) {
 	}
 	if got := seen.of("no_such_tool"); len(got) != 2 {
 		t.Errorf("no_such_tool decided %d times, want 2", len(got))
+	}
+}
+
+// A listing is logged with what it read; a failed one is logged and
+// counted as an upstream failure.
+func TestAwaitListingLogs(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		var cat Catalog
+		var logs bytes.Buffer
+		var failures atomic.Int64
+		post := func(ctx context.Context, body []byte) (*http.Response, error) {
+			var m struct{ ID json.RawMessage }
+			json.Unmarshal(body, &m)
+			rec := httptest.NewRecorder()
+			if fail {
+				rec.WriteHeader(http.StatusBadGateway)
+				return rec.Result(), nil
+			}
+			rec.Header().Set("Content-Type", "application/json")
+			io.WriteString(rec, `{"jsonrpc":"2.0","id":`+string(m.ID)+`,"result":{"tools":[{"name":"a"},{"name":"b"}]}}`)
+			return rec.Result(), nil
+		}
+		ls := &lister{timeout: time.Second, post: post, maxBody: 1 << 20, log: slog.New(slog.NewJSONHandler(&logs, nil)), count: func() { failures.Add(1) }}
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Add(1)
+			go func() { defer wg.Done(); awaitListing(context.Background(), &cat, ls) }()
+		}
+		wg.Wait()
+		out := logs.String()
+		switch {
+		case !fail && (!strings.Contains(out, `"msg":"listed the MCP server's tools","tools":2`) || failures.Load() != 0):
+			t.Errorf("listing: log %q, %d failures counted", out, failures.Load())
+		case fail && (strings.Count(out, "listing the MCP server's tools failed") < 1 || failures.Load() < 1):
+			t.Errorf("failed listing: log %q, %d failures counted", out, failures.Load())
+		}
 	}
 }

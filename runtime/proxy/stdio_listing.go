@@ -29,7 +29,8 @@ type stdioListing struct {
 	tools    map[string]toolEntry // what it has read
 	waiting  []waitingCall        // tools/call requests waiting on it, in order
 	timer    *time.Timer          // fails it at its deadline
-	finished bool                 // it ended: its calls are being released
+	started  time.Time
+	finished bool // it ended: its calls are being released
 }
 
 // waitingCall is a tools/call waiting on a listing: its pending key and a
@@ -86,7 +87,7 @@ func (p *Stdio) awaitListing(b *batch, c pendingCall, line []byte, start bool) (
 
 // newListing starts a listing, in force, with its deadline. p.mu is held.
 func (p *Stdio) newListing() *stdioListing {
-	l := &stdioListing{gen: p.catalog.generation(), tools: map[string]toolEntry{}}
+	l := &stdioListing{gen: p.catalog.generation(), tools: map[string]toolEntry{}, started: time.Now()}
 	timeout := listTimeout(p.CallTimeout)
 	l.timer = time.AfterFunc(timeout, func() { p.listingTimedOut(l, timeout) })
 	p.listing = l
@@ -224,7 +225,9 @@ func (p *Stdio) listed(key string, m *message) {
 		p.sendOwn(l, req)
 		return
 	}
+	tools, took := len(l.tools), time.Since(l.started)
 	p.mu.Unlock()
+	p.Logger.Info("listed the MCP server's tools", "tools", tools, "took", took)
 	p.finishListing(l, "")
 }
 
