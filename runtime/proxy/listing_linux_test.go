@@ -3,6 +3,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -534,6 +535,40 @@ func TestStdioClientListingCompletes(t *testing.T) {
 		answer("L4", `{"tools":[]}`)
 		if needsList() {
 			t.Fatal("after the client's full listing (params without a cursor), the proxy listed again")
+		}
+	})
+}
+
+// A call released from a listing that needs a person's approval (hold
+// mode) stays open until the decision, then is forwarded; calls behind it
+// are not held up.
+func TestStdioReleasedCallHeldForApproval(t *testing.T) {
+	eachRelay(t, func(t *testing.T, portable bool) {
+		approve := make(chan struct{})
+		var once sync.Once
+		decide := func() { once.Do(func() { close(approve) }) }
+		defer decide()
+		h := newPollHarness(t, func(in *bundles.Input) Verdict {
+			if strings.Contains(string(in.Annotations), `"destructiveHint":true`) {
+				return Verdict{Hold: func(ctx context.Context) Verdict {
+					<-approve
+					return Verdict{Allow: true}
+				}}
+			}
+			return Verdict{Allow: true}
+		}, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		wipe := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"wipe"}}`
+		echo := `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo"}}`
+		h.fromClient(wipe)
+		id, _ := h.listRequest()
+		h.fromClient(echo)
+		h.answerList(id, `{"tools":[{"name":"wipe","annotations":{"destructiveHint":true}},{"name":"echo"}]}`)
+		if got := h.serverGets(); got != echo {
+			t.Fatalf("server got %s, want the call behind the held one", got)
+		}
+		decide()
+		if got := h.serverGets(); got != wipe {
+			t.Fatalf("server got %s, want the approved call", got)
 		}
 	})
 }
