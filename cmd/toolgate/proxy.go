@@ -272,6 +272,7 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 		DenyAsError:      pf.denyAsError,
 		CallTimeout:      pf.upstreamTimeout,
 		UpstreamError:    metrics.UpstreamError,
+		Listed:           metrics.Listed,
 	}
 	// SIGINT/SIGTERM: finish the calls in flight (up to
 	// --shutdown-timeout), then close the server's input so that it exits.

@@ -41,7 +41,7 @@ func runHTTPProxy(ctx context.Context, cmd *cobra.Command, pf *proxyFlags, rt *p
 		// A stdio client (Claude Desktop, Cursor) and an HTTP server: the
 		// identity is the local user's, as over stdio.
 		b := &proxy.Bridge{Enforcer: enf, Upstream: up, CallTimeout: pf.upstreamTimeout, Logger: logger,
-			Identity: identity.Local(pf.identity, pf.groups), UpstreamHeaders: upstreamHeaders, UpstreamError: rt.metrics.UpstreamError}
+			Identity: identity.Local(pf.identity, pf.groups), UpstreamHeaders: upstreamHeaders, UpstreamError: rt.metrics.UpstreamError, Listed: rt.metrics.Listed}
 		logger.Info("proxy started", "server", pf.server, "upstream", up.Redacted(), "mode", "stdio-to-http")
 		return b.Run(ctx, os.Stdin, os.Stdout)
 	}
@@ -51,7 +51,7 @@ func runHTTPProxy(ctx context.Context, cmd *cobra.Command, pf *proxyFlags, rt *p
 		return err
 	}
 	h := &proxy.HTTP{Enforcer: enf, Upstream: up, CallTimeout: pf.upstreamTimeout, Logger: logger,
-		Identity: proxy.IdentityOf, UpstreamHeaders: upstreamHeaders, UpstreamError: rt.metrics.UpstreamError}
+		Identity: proxy.IdentityOf, UpstreamHeaders: upstreamHeaders, UpstreamError: rt.metrics.UpstreamError, Listed: rt.metrics.Listed}
 	var handler http.Handler = h
 	l, err := net.Listen("tcp", pf.listen)
 	if err != nil {

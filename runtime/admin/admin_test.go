@@ -67,6 +67,9 @@ func TestHandler(t *testing.T) {
 		m.Decided(outcome, 3*time.Microsecond)
 	}
 	m.UpstreamError()
+	m.Listed(true)
+	m.Listed(true)
+	m.Listed(false)
 	if _, body := get(t, h, "/metrics"); !strings.Contains(body, "toolgate_audit_errors_total 0\n") {
 		t.Errorf("/metrics before CountAuditErrors lacks toolgate_audit_errors_total 0")
 	}
@@ -83,6 +86,8 @@ func TestHandler(t *testing.T) {
 		`toolgate_bundle_swaps_total 1`,
 		`toolgate_bundle_swap_failures_total 2`,
 		`toolgate_upstream_errors_total 1`,
+		`toolgate_tool_listings_total{result="listed"} 2`,
+		`toolgate_tool_listings_total{result="failed"} 1`,
 		`toolgate_audit_errors_total 3`,
 		`# TYPE toolgate_decision_duration_seconds histogram`,
 	} {

@@ -33,6 +33,10 @@ type Metrics struct {
 	byOutcome [len(outcomes)]prometheus.Counter
 	latency   prometheus.Histogram
 	upstream  prometheus.Counter
+	// listed and listFailed count the proxy's own listings of a server's
+	// tools (toolgate_tool_listings_total by result).
+	listings           *prometheus.CounterVec
+	listed, listFailed prometheus.Counter
 	// auditErrors reads the audit write failures so far; set by
 	// [Metrics.CountAuditErrors], nil reads as 0.
 	auditErrors atomic.Pointer[func() uint64]
@@ -55,7 +59,12 @@ func NewMetrics() *Metrics {
 			Name: "toolgate_upstream_errors_total",
 			Help: "Failures of the upstream MCP server.",
 		}),
+		listings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_tool_listings_total",
+			Help: "The proxy's own listings of the MCP server's tools (the policy reads tool.annotations), by result: listed or failed.",
+		}, []string{"result"}),
 	}
+	m.listed, m.listFailed = m.listings.WithLabelValues("listed"), m.listings.WithLabelValues("failed")
 	m.auditFunc = prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "toolgate_audit_errors_total",
 		Help: "Audit log writes that failed (each call denied, unless the audit log is configured to fail open).",
@@ -93,6 +102,16 @@ func (m *Metrics) Decided(outcome string, took time.Duration) {
 // or a call to it failed).
 func (m *Metrics) UpstreamError() { m.upstream.Inc() }
 
+// Listed counts one listing of the server's tools by the proxy: ok, or
+// failed.
+func (m *Metrics) Listed(ok bool) {
+	if ok {
+		m.listed.Inc()
+	} else {
+		m.listFailed.Inc()
+	}
+}
+
 // statusCollector exports what the bundle source and engine say at scrape
 // time: the active digest, swaps and swap failures.
 type statusCollector struct {
@@ -127,6 +146,6 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 // registry gathers m and the status collector for one Handler.
 func (m *Metrics) registry(status func() Status) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.decisions, m.latency, m.upstream, m.auditFunc, newStatusCollector(status))
+	reg.MustRegister(m.decisions, m.latency, m.upstream, m.listings, m.auditFunc, newStatusCollector(status))
 	return reg
 }

@@ -70,6 +70,9 @@ type Bridge struct {
 	// unreachable, an error status, an answer that cannot be read, a call
 	// it did not answer in time (for metrics).
 	UpstreamError func()
+	// Listed, when set, is told of each of the proxy's own listings of the
+	// server's tools as it ends: listed or failed (for metrics).
+	Listed func(ok bool)
 	// Logger receives a line per malformed message and per upstream
 	// problem; nil means slog.Default().
 	Logger *slog.Logger
@@ -205,7 +208,7 @@ func (b *Bridge) fromClient(ctx context.Context, line []byte, tooLong bool) erro
 			v, errLine, listFirst := b.enforcer.DecideCall(ctx, &b.catalog, b.Identity, &m)
 			if listFirst {
 				// Waits, reading no further client message meanwhile.
-				ls := &lister{timeout: listTimeout(b.CallTimeout), post: b.postList, maxBody: int64(b.MaxLine), log: b.log, count: b.UpstreamError}
+				ls := &lister{timeout: listTimeout(b.CallTimeout), post: b.postList, maxBody: int64(b.MaxLine), log: b.log, count: b.UpstreamError, listed: b.Listed}
 				var err error
 				if v, errLine, err = b.enforcer.listThenDecide(ctx, &b.catalog, b.Identity, &m, ls); err != nil {
 					return b.toClient.write(appendError(nil, m.ID, codeUpstreamGone, listFailure(err, ls.timeout)))

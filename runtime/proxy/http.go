@@ -106,6 +106,9 @@ type HTTP struct {
 	// unreachable, an error status, an answer that cannot be read, a call
 	// it did not answer in time (for metrics).
 	UpstreamError func()
+	// Listed, when set, is told of each of the proxy's own listings of the
+	// server's tools as it ends: listed or failed (for metrics).
+	Listed func(ok bool)
 	// Logger receives a line per malformed message and per upstream
 	// problem; nil means slog.Default().
 	Logger *slog.Logger
@@ -288,7 +291,7 @@ func (h *HTTP) servePOST(w http.ResponseWriter, r *http.Request) {
 				cat = &Catalog{}
 			}
 			if listFirst {
-				ls := &lister{timeout: listTimeout(h.CallTimeout), post: h.listPoster(r, x.sid), maxBody: h.maxBody, log: h.log, count: h.UpstreamError}
+				ls := &lister{timeout: listTimeout(h.CallTimeout), post: h.listPoster(r, x.sid), maxBody: h.maxBody, log: h.log, count: h.UpstreamError, listed: h.Listed}
 				var err error
 				if v, errLine, err = e.listThenDecide(r.Context(), cat, h.identity(r), &m, ls); err != nil {
 					var se statusError

@@ -209,6 +209,9 @@ func awaitListing(ctx context.Context, cat *Catalog, ls *lister) error {
 			} else {
 				ls.log.Info("listed the MCP server's tools", "tools", tools, "took", time.Since(start))
 			}
+			if ls.listed != nil {
+				ls.listed(err == nil)
+			}
 			cat.end(l, err)
 		}()
 	}
@@ -226,7 +229,8 @@ type lister struct {
 	post    postFunc
 	maxBody int64
 	log     *slog.Logger
-	count   func() // counts an upstream failure; may be nil
+	count   func()        // counts an upstream failure; may be nil
+	listed  func(ok bool) // told of each listing as it ends; may be nil
 }
 
 // failed logs and counts a listing that failed with err.

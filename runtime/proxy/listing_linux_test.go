@@ -150,9 +150,17 @@ func TestStdioListsToolsForAnnotations(t *testing.T) {
 // exits. A late answer to it never reaches the client.
 func TestStdioListingFails(t *testing.T) {
 	eachRelay(t, func(t *testing.T, portable bool) {
+		var listed, failed atomic.Int32
 		h := newPollHarness(t, allowAll, func(p *Stdio) {
 			p.ReadsAnnotations = func() bool { return true }
 			p.CallTimeout = 100 * time.Millisecond
+			p.Listed = func(ok bool) {
+				if ok {
+					listed.Add(1)
+				} else {
+					failed.Add(1)
+				}
+			}
 		}, portable)
 
 		h.fromClient(`{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"a"}}`)
@@ -199,6 +207,9 @@ func TestStdioListingFails(t *testing.T) {
 		}
 		if n := len(h.decided()); n != 0 {
 			t.Fatalf("%d calls decided, want none (every listing failed)", n)
+		}
+		if h.wait(); listed.Load() != 0 || failed.Load() != 4 {
+			t.Fatalf("listings reported: %d listed, %d failed; want 0 and 4", listed.Load(), failed.Load())
 		}
 	})
 }

@@ -108,6 +108,9 @@ type Stdio struct {
 	// unreachable, an error status, an answer that cannot be read, a call
 	// it did not answer in time (for metrics).
 	UpstreamError func()
+	// Listed, when set, is told of each of the proxy's own listings of the
+	// server's tools as it ends: listed or failed (for metrics).
+	Listed func(ok bool)
 	// Logger receives a line per malformed message and per upstream
 	// problem; nil means slog.Default().
 	Logger *slog.Logger
@@ -361,12 +364,18 @@ func (p *Stdio) failPending(msg string) {
 	pend := p.pending
 	p.pending = map[string]pendingCall{}
 	p.ended = true
+	cutShort := false             // a listing under way, failed by this
 	if l := p.listing; l != nil { // its calls are pending: answered below
 		l.timer.Stop()
 		l.waiting = nil
 		p.listing = nil
+		cutShort = !l.finished
+		l.finished = true
 	}
 	p.mu.Unlock()
+	if cutShort && p.Listed != nil {
+		p.Listed(false)
+	}
 	for _, c := range pend {
 		if c.expired || c.own {
 			continue // answered already, or asked by the proxy

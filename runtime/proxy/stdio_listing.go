@@ -272,6 +272,9 @@ func (p *Stdio) finishListing(l *stdioListing, failed string) {
 	}
 	l.finished = true
 	l.timer.Stop()
+	if p.Listed != nil {
+		defer p.Listed(failed == "")
+	}
 	if l.id != "" {
 		delete(p.pending, l.id) // a late answer is dropped (ownID)
 		l.id = ""

@@ -242,12 +242,13 @@ func TestUnlistedToolsAnnotatedHTTP(t *testing.T) {
 		}
 	}
 	t.Run("http", func(t *testing.T) {
-		endpoint, _, _ := startHTTPProxy(t, up.URL, nil, "--policy", dir, "--server", "annot", "--allow-anonymous")
+		endpoint, _, stderr := startHTTPProxy(t, up.URL, nil, "--policy", dir, "--server", "annot", "--allow-anonymous", "--admin", "127.0.0.1:0")
 		cs, err := connectHTTP(t, endpoint, "")
 		if err != nil {
 			t.Fatal(err)
 		}
 		check(t, cs)
+		expectListings(t, adminAddr(t, stderr), 1)
 	})
 	t.Run("bridge", func(t *testing.T) {
 		cmd := exec.Command(toolgate, "proxy", "--policy", dir, "--server", "annot", "--state", "memory", "--admin", "", "--upstream", up.URL)

@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -461,6 +463,23 @@ func outcomes(p *rawProxy, tool string, args ...string) []string {
 	return got
 }
 
+// expectListings checks the proxy's metrics (admin listener addr): the
+// proxy listed the server's tools itself n times, none failed.
+func expectListings(t *testing.T, addr string, n int) {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, line := range []string{fmt.Sprintf(`toolgate_tool_listings_total{result="listed"} %d`, n), `toolgate_tool_listings_total{result="failed"} 0`} {
+		if !strings.Contains(string(body), line+"\n") {
+			t.Errorf("/metrics lacks %q", line)
+		}
+	}
+}
+
 // noDestructive is a policy for the server "annot" that denies every tool
 // the server announces as destructive.
 const noDestructive = `version: "1"
@@ -486,12 +505,13 @@ func TestUnlistedToolsAnnotated(t *testing.T) {
 		{"name":"wipe_notes","inputSchema":{"type":"object"},"annotations":{"destructiveHint":true}}]`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := startRaw(t, []string{"proxy", "--policy", dir, "--state", "memory", "--admin", ""}, anyserverBin(t), "-tools", tools)
+	p := startRaw(t, []string{"proxy", "--policy", dir, "--state", "memory", "--admin", "127.0.0.1:0"}, anyserverBin(t), "-tools", tools)
 	p.initialize()
 	got := append(outcomes(p, "wipe_notes", `{}`), outcomes(p, "read_notes", `{}`)...)
 	if want := []string{"denied: destructive tools are off", "allowed"}; !slices.Equal(got, want) {
 		t.Errorf("calls without a listing: got %q, want %q", got, want)
 	}
+	expectListings(t, adminAddr(t, p.stderr), 1)
 	for _, l := range p.other {
 		if strings.Contains(string(l), "toolgate-tools-list") {
 			t.Errorf("the client got the proxy's own listing: %s", l)
