@@ -307,10 +307,14 @@ func (e statusError) Error() string {
 	return "the MCP server answered the proxy's tools/list with HTTP " + strconv.Itoa(e.code)
 }
 
+// errNoClient refuses a server's request made on the proxy's own stream.
+const errNoClient = "toolgate: this request came on the proxy's own tools/list, which no client sees"
+
 // postForAnswer posts body, a request with id (a string), and returns the
 // server's response to it, read from a JSON answer or an event stream.
 // Other messages on it are dropped (the request is the proxy's), but a
-// notification that the tools changed makes cat stale.
+// notification that the tools changed makes cat stale, and a request of
+// the server's is refused with a JSON-RPC error (-32000) posted back.
 func postForAnswer(ctx context.Context, cat *Catalog, post postFunc, body []byte, id string, maxBody int64) (message, error) {
 	resp, err := post(ctx, body)
 	if err != nil {
@@ -327,8 +331,17 @@ func postForAnswer(ctx context.Context, cat *Catalog, post postFunc, body []byte
 	want := appendString(nil, id)
 	answers := func(msg []byte) (message, bool) {
 		m, k, _ := classify(msg)
-		if k == kindNotification && *m.Method == "notifications/tools/list_changed" {
+		switch {
+		case k == kindNotification && *m.Method == "notifications/tools/list_changed":
 			cat.Stale()
+		case k == kindRequest:
+			// A request of the server's on the proxy's own stream has no
+			// client to reach: refused, so that the server does not wait
+			// on it (and hold up the listing).
+			if resp, err := post(ctx, appendError(nil, m.ID, codeUpstreamGone, errNoClient)); err == nil {
+				drain(resp.Body)
+				resp.Body.Close()
+			}
 		}
 		return m, k == kindResponse && sameID(m.ID, want)
 	}

@@ -335,3 +335,52 @@ func TestAwaitListingLogs(t *testing.T) {
 		}
 	}
 }
+
+// A server that asks the client something on the proxy's own listing
+// stream gets a JSON-RPC error back at once, and the listing goes on.
+func TestListingRefusesServerRequests(t *testing.T) {
+	var mu sync.Mutex
+	var answered []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var m struct {
+			ID     json.RawMessage
+			Method string
+			Error  *struct{ Code int }
+		}
+		json.Unmarshal(body, &m)
+		if m.Method == "" { // the proxy's answer to the server's request
+			mu.Lock()
+			answered = append(answered, string(body))
+			mu.Unlock()
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":\"s1\",\"method\":\"roots/list\"}\n\n")
+		w.(http.Flusher).Flush()
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			mu.Lock()
+			n := len(answered)
+			mu.Unlock()
+			if n > 0 {
+				break
+			}
+		}
+		io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":"+string(m.ID)+",\"result\":{\"tools\":[{\"name\":\"a\"}]}}\n\n")
+	}))
+	defer up.Close()
+	var cat Catalog
+	post := func(ctx context.Context, body []byte) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, up.URL, bytes.NewReader(body))
+		return http.DefaultClient.Do(req)
+	}
+	if n, err := listPages(context.Background(), &cat, post, 1<<20); err != nil || n != 1 {
+		t.Fatalf("listing: %d tools, %v", n, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(answered) != 1 || !strings.Contains(answered[0], `"id":"s1"`) || !strings.Contains(answered[0], "-32000") {
+		t.Fatalf("answers to the server's request: %q, want one JSON-RPC error for s1", answered)
+	}
+}
