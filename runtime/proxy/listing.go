@@ -51,15 +51,28 @@ func listTimeout(callTimeout time.Duration) time.Duration {
 	return DefaultListTimeout
 }
 
-// listIDPrefix returns the prefix of the ids of a proxy's own tools/list
-// requests: random, so that no client can guess one (and have the proxy
-// take the server's answer to the client's request, spelled with escapes,
-// for a page of its listing), and of letters, digits and dashes only, which
-// no JSON encoder escapes (PHP's escapes "/").
-func listIDPrefix() string {
+// listIDs is the prefix of the ids of the proxy's own tools/list requests,
+// on every transport: random, so that no client can guess one (and have
+// the proxy take the server's answer to the client's request, spelled with
+// escapes, for a page of its listing), and of letters, digits and dashes
+// only, which no JSON encoder escapes (PHP's escapes "/").
+var listIDs = func() string {
 	var b [12]byte
 	rand.Read(b[:])
 	return "toolgate-tools-list-" + hex.EncodeToString(b[:]) + "-"
+}()
+
+// listRequests numbers the proxy's own tools/list requests.
+var listRequests atomic.Uint64
+
+// newListID returns the id (a string) of a new tools/list request of the
+// proxy's own.
+func newListID() string { return listIDs + strconv.FormatUint(listRequests.Add(1), 10) }
+
+// ownListID reports whether a response id (raw JSON) names one of the
+// proxy's own tools/list requests.
+func ownListID(id []byte) bool {
+	return len(id) > len(listIDs) && id[0] == '"' && bytes.HasPrefix(id[1:], []byte(listIDs))
 }
 
 // appendListRequest appends the proxy's own tools/list request with id (a
@@ -177,12 +190,6 @@ func (c *Catalog) end(l *listing, err error) {
 	close(l.done)
 }
 
-// listRequests numbers the proxy's own tools/list requests over HTTP.
-var (
-	listRequests atomic.Uint64
-	httpListIDs  = listIDPrefix()
-)
-
 // postFunc sends one request body to the MCP server (with the session's
 // headers) and returns its HTTP response.
 type postFunc func(ctx context.Context, body []byte) (*http.Response, error)
@@ -273,7 +280,7 @@ func listPages(ctx context.Context, cat *Catalog, post postFunc, maxBody int64) 
 		tools := map[string]toolEntry{}
 		var cursor []byte
 		for range MaxToolPages {
-			id := httpListIDs + strconv.FormatUint(listRequests.Add(1), 10)
+			id := newListID()
 			m, err := postForAnswer(ctx, cat, post, appendListRequest(nil, id, cursor), id, maxBody)
 			if err != nil {
 				return 0, err

@@ -138,18 +138,15 @@ type Stdio struct {
 	enforcer *Enforcer
 	catalog  Catalog
 
-	mu      sync.Mutex             // guards pending, tick, listing, listings, closeAfterListing, ended
+	mu      sync.Mutex             // guards pending, tick, listing, closeAfterListing, ended
 	pending map[string]pendingCall // client requests awaiting the server, by raw id
 	tick    uint32                 // timeout sweeps so far
 	expire  uint32                 // sweeps after which a request has timed out
 	forget  uint32                 // sweeps after which a timed-out id is free
 	// listing is the proxy's own listing of the server's tools in flight,
-	// nil when none; listings counts its requests, naming them after
-	// listIDs (see stdio_listing.go).
-	listing  *stdioListing
-	listings uint64
-	listIDs  string
-	runCtx   context.Context // Run's, for calls decided off its goroutines
+	// nil when none (see stdio_listing.go).
+	listing *stdioListing
+	runCtx  context.Context // Run's, for calls decided off its goroutines
 	// closeAfterListing: the client's input ended while calls waited on a
 	// listing; the server's input closes once they are sent.
 	closeAfterListing bool
@@ -306,7 +303,7 @@ func (p *Stdio) Run(ctx context.Context, clientIn io.Reader, clientOut io.Writer
 		p.MaxLine = DefaultMaxLine
 	}
 	p.pending = make(map[string]pendingCall)
-	p.listIDs, p.runCtx = listIDPrefix(), ctx
+	p.runCtx = ctx
 	p.enforcer = &Enforcer{Server: p.Server, Decide: p.Decide, Hidden: p.Hidden, DenyAsError: p.DenyAsError, Notify: p.toClient.write, ReadsAnnotations: p.ReadsAnnotations}
 	p.toClient.w = bufio.NewWriterSize(clientOut, 64<<10)
 	p.toServer.setPeer(serverIn, serverIn)
@@ -724,7 +721,7 @@ func (p *Stdio) fromServer(ctx context.Context, b *batch, line []byte, tooLong b
 	case kindResponse:
 		c, ok := p.take(m.ID)
 		if !ok {
-			if p.ownID(m.ID) {
+			if ownListID(m.ID) {
 				p.Logger.Warn("the MCP server answered the proxy's tools/list after it ended; answer dropped")
 				return nil
 			}

@@ -1,15 +1,13 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"strconv"
 	"time"
 )
 
 // Over stdio the proxy lists the server's tools on the server's own pipe:
-// requests with ids of its own (p.listIDs + a number, pending as own and
+// requests with ids of its own (newListID, pending as own and
 // held, so no sweep times them out), whose answers fromServer hands to
 // listed and never to the client. The calls waiting on a listing are
 // copies of their lines, pending as held; a client's cancellation of one
@@ -147,18 +145,11 @@ func (p *Stdio) listingOver(l *stdioListing) {
 // ownRequest makes the next request of listing l, for the page after
 // cursor (nil: the first), pending under a fresh id. p.mu is held.
 func (p *Stdio) ownRequest(l *stdioListing, cursor json.RawMessage) []byte {
-	p.listings++
-	id := p.listIDs + strconv.FormatUint(p.listings, 10)
+	id := newListID()
 	raw := json.RawMessage(appendString(nil, id))
 	l.id = string(raw)
 	p.pending[l.id] = pendingCall{id: raw, method: "tools/list", own: true, held: true}
 	return appendListRequest(nil, id, cursor)
-}
-
-// ownID reports whether a response id names one of the proxy's own
-// requests.
-func (p *Stdio) ownID(id json.RawMessage) bool {
-	return len(id) > len(p.listIDs) && id[0] == '"' && bytes.HasPrefix(id[1:], []byte(p.listIDs))
 }
 
 // sendOwn writes listing l's next request off the relay's goroutines.
@@ -276,7 +267,7 @@ func (p *Stdio) finishListing(l *stdioListing, failed string) {
 		defer p.Listed(failed == "")
 	}
 	if l.id != "" {
-		delete(p.pending, l.id) // a late answer is dropped (ownID)
+		delete(p.pending, l.id) // a late answer is dropped (ownListID)
 		l.id = ""
 	}
 	if failed == "" {
