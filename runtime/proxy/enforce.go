@@ -48,20 +48,18 @@ type Enforcer struct {
 // tool.annotations paths. The zero value is empty and ready; it is safe for
 // concurrent use.
 type Catalog struct {
-	mu    sync.Mutex           // guards tools, changes, listing
+	mu    sync.Mutex           // guards tools, listing, and changes' writes
 	tools map[string]toolEntry // by tool name
 	// changes counts the server's notifications that its tools changed: a
-	// listing started before one is out of date.
-	changes uint64
+	// listing started before one is out of date, and while the catalog is
+	// not complete after one, the annotations it holds may be too.
+	changes atomic.Uint64
 	// complete is set once a whole listing has been read since the server
 	// last said its list changed: every page of the proxy's own (at most
 	// MaxToolPages), or a client's tools/list that asked for no cursor and
 	// got no next one. A tool the catalog does not hold then has no
 	// annotations.
 	complete atomic.Bool
-	// stale is set when the server said its list changed since the last
-	// whole listing: the annotations held may be out of date.
-	stale atomic.Bool
 	// listing is the proxy's own listing in flight, for transports whose
 	// calls wait on it in their own goroutines (HTTP, the bridge); nil when
 	// none.
@@ -73,14 +71,6 @@ type Catalog struct {
 type toolEntry struct {
 	name        string
 	annotations json.RawMessage
-}
-
-// Annotations returns the annotations the server last listed for tool, or
-// nil.
-func (c *Catalog) Annotations(tool string) json.RawMessage {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.tools[tool].annotations
 }
 
 // lookup returns the listed tool whose name is the bytes name, if any.
@@ -97,24 +87,21 @@ func (c *Catalog) lookup(name []byte) (toolEntry, bool) {
 func (c *Catalog) Stale() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.changes++
+	c.changes.Add(1)
 	c.complete.Store(false)
-	c.stale.Store(true)
 }
 
 // needsListing reports whether a call to a tool the catalog holds (listed)
-// or not must wait for the proxy to list the server's tools.
+// or not must wait for the proxy to list the server's tools: no whole
+// listing since the last change, and the tool unknown or the catalog
+// changed since.
 func (c *Catalog) needsListing(listed bool) bool {
-	return !c.complete.Load() && (!listed || c.stale.Load())
+	return !c.complete.Load() && (!listed || c.changes.Load() > 0)
 }
 
 // generation returns how many times the server said its tools changed: a
 // listing started now is current until it changes.
-func (c *Catalog) generation() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.changes
-}
+func (c *Catalog) generation() uint64 { return c.changes.Load() }
 
 // replace makes tools, read by a listing started at generation gen, the
 // catalog, complete, unless the server said its tools changed since; it
@@ -122,11 +109,10 @@ func (c *Catalog) generation() uint64 {
 func (c *Catalog) replace(tools map[string]toolEntry, gen uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.changes != gen {
+	if c.changes.Load() != gen {
 		return false
 	}
 	c.tools = tools
-	c.stale.Store(false)
 	c.complete.Store(true)
 	return true
 }
@@ -143,7 +129,6 @@ func (c *Catalog) adopt(from *Catalog) {
 		return
 	}
 	c.tools = tools
-	c.stale.Store(false)
 	c.complete.Store(true)
 }
 
