@@ -164,8 +164,7 @@ func TestHiddenTool(t *testing.T) {
 // TestRateLimit makes three calls inside one calendar minute; if the minute
 // turns during the sequence, it runs it again on a fresh proxy.
 func TestRateLimit(t *testing.T) {
-	for attempt := 0; ; attempt++ {
-		start := time.Now().UTC().Truncate(time.Minute)
+	results := inOneWindow(time.Minute, func(int) []*mcp.CallToolResult {
 		cs := session(t, "", nil)
 		var results []*mcp.CallToolResult
 		for i := 0; i < 3; i++ {
@@ -175,18 +174,28 @@ func TestRateLimit(t *testing.T) {
 			}
 			results = append(results, res)
 		}
-		if !time.Now().UTC().Truncate(time.Minute).Equal(start) && attempt == 0 {
-			continue
+		return results
+	})
+	for i, res := range results[:2] {
+		if res.IsError || text(res) != "limited: x" {
+			t.Errorf("call %d: got %q (isError %v), want it allowed", i+1, text(res), res.IsError)
 		}
-		for i, res := range results[:2] {
-			if res.IsError || text(res) != "limited: x" {
-				t.Errorf("call %d: got %q (isError %v), want it allowed", i+1, text(res), res.IsError)
-			}
+	}
+	if got, want := text(results[2]), "Rate limit of 2 per minute reached. Try again later."; !results[2].IsError || got != want {
+		t.Errorf("call 3: got %q (isError %v), want %q", got, results[2].IsError, want)
+	}
+}
+
+// inOneWindow runs play, and once more if the counters' calendar window
+// (a minute, an hour, a day) turned while it ran, and returns what the
+// last run gave; attempt numbers the runs from 0.
+func inOneWindow[T any](window time.Duration, play func(attempt int) T) T {
+	for attempt := 0; ; attempt++ {
+		start := time.Now().UTC().Truncate(window)
+		got := play(attempt)
+		if attempt > 0 || time.Now().UTC().Truncate(window).Equal(start) {
+			return got
 		}
-		if got, want := text(results[2]), "Rate limit of 2 per minute reached. Try again later."; !results[2].IsError || got != want {
-			t.Errorf("call 3: got %q (isError %v), want %q", got, results[2].IsError, want)
-		}
-		return
 	}
 }
 
@@ -195,8 +204,7 @@ func TestRateLimit(t *testing.T) {
 // refused.
 func TestCountersSurviveRestart(t *testing.T) {
 	dir := t.TempDir()
-	for attempt := 0; ; attempt++ {
-		start := time.Now().UTC().Truncate(time.Minute)
+	results := inOneWindow(time.Minute, func(attempt int) []*mcp.CallToolResult {
 		state := []string{"--state", "disk", "--state-dir", filepath.Join(dir, fmt.Sprint(attempt))}
 		var results []*mcp.CallToolResult
 		for i := 0; i < 3; i++ {
@@ -208,18 +216,15 @@ func TestCountersSurviveRestart(t *testing.T) {
 			cs.Close() // the proxy flushes its journal on exit
 			results = append(results, res)
 		}
-		if !time.Now().UTC().Truncate(time.Minute).Equal(start) && attempt == 0 {
-			continue // the window turned mid-test
+		return results
+	})
+	for i, res := range results[:2] {
+		if res.IsError {
+			t.Errorf("call %d: got %q, want it allowed", i+1, text(res))
 		}
-		for i, res := range results[:2] {
-			if res.IsError {
-				t.Errorf("call %d: got %q, want it allowed", i+1, text(res))
-			}
-		}
-		if got, want := text(results[2]), "Rate limit of 2 per minute reached. Try again later."; !results[2].IsError || got != want {
-			t.Errorf("call 3 after two restarts: got %q (isError %v), want %q", got, results[2].IsError, want)
-		}
-		return
+	}
+	if got, want := text(results[2]), "Rate limit of 2 per minute reached. Try again later."; !results[2].IsError || got != want {
+		t.Errorf("call 3 after two restarts: got %q (isError %v), want %q", got, results[2].IsError, want)
 	}
 }
 
@@ -235,8 +240,7 @@ func TestCountersSurviveCrash(t *testing.T) {
 	}{{"50ms", true}, {"1h", false}} {
 		t.Run("every="+tt.every, func(t *testing.T) {
 			dir := t.TempDir()
-			for attempt := 0; ; attempt++ {
-				start := time.Now().UTC().Truncate(time.Minute)
+			third := inOneWindow(time.Minute, func(attempt int) *response {
 				args := []string{"proxy", "--policy", "testdata/policies", "--server", "testsrv", "--identity", "alice",
 					"--state", "disk", "--state-dir", filepath.Join(dir, fmt.Sprint(attempt)), "--state-flush-every", tt.every, "--admin", ""}
 				p := startRaw(t, args, anyserverBin(t), "-tool", "limited")
@@ -251,14 +255,10 @@ func TestCountersSurviveCrash(t *testing.T) {
 				<-p.exited
 				q := startRaw(t, args, anyserverBin(t), "-tool", "limited")
 				q.initialize()
-				c, ok := q.callTool("limited", `{"text":"x"}`).callResult()
-				if !time.Now().UTC().Truncate(time.Minute).Equal(start) && attempt == 0 {
-					continue // the window turned mid-test
-				}
-				if !ok || c.IsError != tt.denied || (tt.denied && c.text() != "Rate limit of 2 per minute reached. Try again later.") {
-					t.Errorf("third call after a crash: got %+v, want denied=%v", c, tt.denied)
-				}
-				return
+				return q.callTool("limited", `{"text":"x"}`)
+			})
+			if c, ok := third.callResult(); !ok || c.IsError != tt.denied || (tt.denied && c.text() != "Rate limit of 2 per minute reached. Try again later.") {
+				t.Errorf("third call after a crash: got %+v, want denied=%v", c, tt.denied)
 			}
 		})
 	}
@@ -359,21 +359,16 @@ tools:
 `)
 	for _, state := range []string{"memory", "disk"} {
 		t.Run(state, func(t *testing.T) {
-			for attempt := 0; ; attempt++ {
-				day := time.Now().UTC().Truncate(24 * time.Hour)
+			got := inOneWindow(24*time.Hour, func(int) []string {
 				args := []string{"proxy", "--policy", dir, "--server", "budget", "--state", state,
 					"--state-dir", filepath.Join(t.TempDir(), "state"), "--admin", ""}
 				p := startRaw(t, args, anyserverBin(t), "-tool", "spend")
 				p.initialize()
-				got := outcomes(p, "spend", `{"amount":900}`, `{"amount":9223372036854775000}`, `{"amount":101}`, `{"amount":100}`)
-				if !time.Now().UTC().Truncate(24*time.Hour).Equal(day) && attempt == 0 {
-					continue // the day turned mid-test
-				}
-				want := []string{"allowed", "denied: budget spent", "denied: budget spent", "allowed"}
-				if !slices.Equal(got, want) {
-					t.Errorf("amounts 900, 9223372036854775000, 101, 100: got %q, want %q", got, want)
-				}
-				return
+				return outcomes(p, "spend", `{"amount":900}`, `{"amount":9223372036854775000}`, `{"amount":101}`, `{"amount":100}`)
+			})
+			want := []string{"allowed", "denied: budget spent", "denied: budget spent", "allowed"}
+			if !slices.Equal(got, want) {
+				t.Errorf("amounts 900, 9223372036854775000, 101, 100: got %q, want %q", got, want)
 			}
 		})
 	}
@@ -419,19 +414,14 @@ tools:
         conditions: [{path: state.spend.spent, op: lte, value: 1000}]
         on_deny: budget spent
 `)
-	for attempt := 0; ; attempt++ {
-		hour := time.Now().UTC().Truncate(time.Hour)
+	got := inOneWindow(time.Hour, func(int) []string {
 		p := startRaw(t, []string{"proxy", "--policy", dir, "--state", "memory", "--admin", ""}, anyserverBin(t), "-tool", "spend")
 		p.initialize()
-		got := outcomes(p, "spend", `{}`, `{"amount":5}`, `{}`)
-		if !time.Now().UTC().Truncate(time.Hour).Equal(hour) && attempt == 0 {
-			continue // the hour turned mid-test
-		}
-		want := []string{"denied: Internal policy error", "allowed", "denied: Rate limit of 1 per hour reached. Try again later."}
-		if !slices.Equal(got, want) {
-			t.Errorf("calls without an amount, with one, without one again: got %q, want %q", got, want)
-		}
-		return
+		return outcomes(p, "spend", `{}`, `{"amount":5}`, `{}`)
+	})
+	want := []string{"denied: Internal policy error", "allowed", "denied: Rate limit of 1 per hour reached. Try again later."}
+	if !slices.Equal(got, want) {
+		t.Errorf("calls without an amount, with one, without one again: got %q, want %q", got, want)
 	}
 }
 
