@@ -146,17 +146,41 @@ func (p *parser) parse(data []byte) {
 }
 
 func (p *parser) yamlError(err error) {
+	first := YAMLProblems(err)[0]
+	p.errorf(Pos{first.Line, 1}, "%s", first.Msg)
+}
+
+// YAMLProblem is one problem yaml.v3 reported, at the line it names.
+type YAMLProblem struct {
+	Line int    // 1 when yaml.v3 named none
+	Msg  string // "yaml: …", without the line
+}
+
+// YAMLProblems splits an error of yaml.v3 into its problems (a type error
+// holds one per value it could not decode), so that each can be reported
+// as file:line:col. It returns at least one.
+func YAMLProblems(err error) []YAMLProblem {
+	msgs := []string{err.Error()}
 	var te *yaml.TypeError
-	msg := err.Error()
 	if errors.As(err, &te) && len(te.Errors) > 0 {
-		msg = "yaml: " + te.Errors[0]
+		msgs = msgs[:0]
+		for _, e := range te.Errors {
+			msgs = append(msgs, "yaml: "+e)
+		}
 	}
-	line := 1
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		line, _ = strconv.Atoi(m[1])
-		msg = "yaml: " + m[2]
+	out := make([]YAMLProblem, 0, len(msgs))
+	for _, msg := range msgs {
+		// yaml.v3 quotes the value it could not decode as it stands in
+		// the file, newlines and all: one problem stays on one line.
+		msg = strings.ReplaceAll(msg, "\n", `\n`)
+		line := 1
+		if m := yamlLine.FindStringSubmatch(msg); m != nil {
+			line, _ = strconv.Atoi(m[1])
+			msg = "yaml: " + m[2]
+		}
+		out = append(out, YAMLProblem{Line: line, Msg: msg})
 	}
-	p.errorf(Pos{line, 1}, "%s", msg)
+	return out
 }
 
 func depth(n *yaml.Node, d int) int {

@@ -9,12 +9,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -39,7 +41,7 @@ type Case struct {
 	Args        map[string]any   `yaml:"args"`
 	Annotations map[string]any   `yaml:"annotations"`
 	Identity    *Identity        `yaml:"identity"`
-	State       map[string]int64 `yaml:"state"`
+	State       map[string]Count `yaml:"state"`
 	// Expect is allow, deny or require_approval.
 	Expect string `yaml:"expect"`
 	// Rule, when set, is the deciding rule's name (or its full id).
@@ -47,6 +49,20 @@ type Case struct {
 	// Message, when set, is the exact message.
 	Message *string `yaml:"message"`
 	Line    int     `yaml:"-"`
+}
+
+// Count is a counter value in a case's state: a whole number (yaml.v3
+// would truncate 1.5 into an int64 without a word).
+type Count int64
+
+// UnmarshalYAML takes only a YAML integer.
+func (c *Count) UnmarshalYAML(n *yaml.Node) error {
+	var v int64
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&v) != nil {
+		return fmt.Errorf("yaml: line %d: a counter value must be a whole number, got %s", n.Line, strconv.Quote(n.Value))
+	}
+	*c = Count(v)
+	return nil
 }
 
 // Identity is a case's caller.
@@ -87,7 +103,7 @@ func Parse(path string, data []byte) (*File, error) {
 	dec.KnownFields(true)
 	var node yaml.Node
 	if err := dec.Decode(&node); err != nil && err != io.EOF {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, yamlError(path, err)
 	}
 	f := &File{Path: path}
 	if node.Kind == 0 {
@@ -96,7 +112,7 @@ func Parse(path string, data []byte) (*File, error) {
 	dec2 := yaml.NewDecoder(bytes.NewReader(data))
 	dec2.KnownFields(true)
 	if err := dec2.Decode(f); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, yamlError(path, err)
 	}
 	f.Path = path
 	// Record each case's line for messages.
@@ -135,6 +151,16 @@ func Parse(path string, data []byte) (*File, error) {
 	return f, nil
 }
 
+// yamlError is err, which yaml.v3 returned reading path, as one
+// "path:line:col: …" line per problem.
+func yamlError(path string, err error) error {
+	var lines []string
+	for _, p := range policy.YAMLProblems(err) {
+		lines = append(lines, fmt.Sprintf("%s:%d:1: %s", path, p.Line, p.Msg))
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}
+
 // Input builds the decision input of a case.
 func (c *Case) Input(server string) (*bundles.Input, error) {
 	in := &bundles.Input{Server: server, Tool: c.Tool}
@@ -158,7 +184,7 @@ func (c *Case) Input(server string) (*bundles.Input, error) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		in.State = append(in.State, bundles.CounterValue{Key: k, Value: c.State[k]})
+		in.State = append(in.State, bundles.CounterValue{Key: k, Value: int64(c.State[k])})
 	}
 	return in, nil
 }

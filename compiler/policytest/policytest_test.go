@@ -108,3 +108,21 @@ func TestCounterWithoutAmount(t *testing.T) {
 		t.Errorf("allow with valid counters: got %+v", d)
 	}
 }
+
+// TestParseErrorsNameTheLine: a test file yaml.v3 cannot read is reported
+// as file:line:col, one line per problem, as lint reports a policy.
+func TestParseErrorsNameTheLine(t *testing.T) {
+	for data, want := range map[string]string{
+		"cases:\n  - {name: a, tool: t, expect: deny, state: {t.c: 1}}\n  - {name: b, tool: [x], expect: deny}\n  - {name: c, tool: t, expect: deny, args: 5}\n": "t_test.yaml:3:1: yaml: cannot unmarshal !!seq into string\n" +
+			"t_test.yaml:4:1: yaml: cannot unmarshal !!int `5` into map[string]interface {}",
+		"cases:\n  - {name: a, tool: t, expect: deny, state: {t.c: 1.5}}\n":   "t_test.yaml:2:1: yaml: a counter value must be a whole number, got \"1.5\"",
+		"cases:\n  - {name: a, tool: t, expect: deny, state: {t.c: \"2\"}}\n": "t_test.yaml:2:1: yaml: a counter value must be a whole number, got \"2\"",
+		"cases:\n  - name: a\n    tool: t\n\texpect: deny\n":                  "t_test.yaml:3:1: yaml: found a tab character that violates indentation", // yaml.v3 names the line before the tab
+		"cases: \"x\n\ny\"\n": "t_test.yaml:1:1: yaml: cannot unmarshal !!str `x\\ny` into []policytest.Case",
+	} {
+		_, err := Parse("t_test.yaml", []byte(data))
+		if err == nil || err.Error() != want {
+			t.Errorf("Parse(%q):\ngot  %v\nwant %s", data, err, want)
+		}
+	}
+}
