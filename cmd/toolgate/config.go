@@ -62,6 +62,11 @@ func applyConfig(fs *pflag.FlagSet, path string) ([]string, error) {
 	if len(raw) > maxConfigSize {
 		return nil, fmt.Errorf("%s: config file larger than %d bytes", path, maxConfigSize)
 	}
+	return parseConfig(fs, path, raw)
+}
+
+// parseConfig is applyConfig on the file's contents, raw.
+func parseConfig(fs *pflag.FlagSet, path string, raw []byte) ([]string, error) {
 	var doc yaml.Node
 	if err := yaml.NewDecoder(bytes.NewReader(raw)).Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {

@@ -130,3 +130,39 @@ func TestProxyDocsListEveryKey(t *testing.T) {
 		}
 	})
 }
+
+// FuzzConfig feeds arbitrary bytes to the config reader: it never panics;
+// an error names the file (file:line:col where the file has a place); what
+// it accepts sets only flags the proxy has, and a command of at least one
+// entry.
+func FuzzConfig(f *testing.F) {
+	for _, s := range []string{
+		"server: github\npolicy: policies\ngroups: [eng, oncall]\nkey: [a.pub, /b.pub]\ndeny-as-error: true\nupstream-timeout: 45s\ncommand: [npx, -y, server]\n",
+		"bundle: oci:layout@sha256:0123\npin-file: pins/p.yaml\n",
+		"listen: 127.0.0.1:0\nupstream: http://127.0.0.1:1/mcp\n",
+		"server: [a, b]\n", "command: []\n", "command: [[a]]\n", "help: true\n", "config: x\n",
+		"server: &a x\npolicy: *a\n", "<<: {server: x}\n", "? [a]\n: b\n", "---\n...\n", "- a\n", "server: !!binary aGVsbG8=\n",
+		"upstream-timeout: forever\n", "server: a\nserver: b\n",
+	} {
+		f.Add([]byte(s))
+	}
+	const path = "/etc/toolgate/toolgate.yaml"
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		fs := proxyCmd().Flags()
+		command, err := parseConfig(fs, path, raw)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), path+":") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error does not name the file on one line: %q", err)
+			}
+			return
+		}
+		if command != nil && len(command) == 0 {
+			t.Fatal("an empty command accepted")
+		}
+		fs.Visit(func(fl *pflag.Flag) {
+			if fl.Name == "config" || fl.Name == "help" {
+				t.Errorf("the config file set --%s", fl.Name)
+			}
+		})
+	})
+}
