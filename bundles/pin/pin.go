@@ -73,6 +73,10 @@ type Entry struct {
 	PinnedAt time.Time `yaml:"pinnedAt,omitempty"`
 }
 
+// New returns an empty pin file to be written at path: relative key paths
+// added to it are relative to path's folder, as when it is read.
+func New(path string) *File { return &File{dir: filepath.Dir(path)} }
+
 // Read reads and validates the pin file at path. Relative key paths are then
 // resolved against path's folder by [File.KeyPaths].
 func Read(path string) (*File, error) {

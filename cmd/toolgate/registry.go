@@ -299,6 +299,23 @@ func keysInFile(keys, fileKeys []string) error {
 	return nil
 }
 
+// keyFromPinFile is key (a path from the working folder) as a new pin file
+// at pinFile records it: relative to the pin file's folder, so that the
+// pair can move together (a git checkout); an absolute key outside that
+// folder stays absolute.
+func keyFromPinFile(pinFile, key string) string {
+	dir, errDir := filepath.Abs(filepath.Dir(pinFile))
+	abs, errKey := filepath.Abs(key)
+	if errDir != nil || errKey != nil {
+		return filepath.ToSlash(key)
+	}
+	rel, err := filepath.Rel(dir, abs)
+	if err != nil || (filepath.IsAbs(key) && (rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)))) {
+		return filepath.ToSlash(key)
+	}
+	return filepath.ToSlash(rel)
+}
+
 func pinCmd() *cobra.Command {
 	var rf registryFlags
 	var pinFile string
@@ -323,13 +340,9 @@ func pinCmd() *cobra.Command {
 				if len(keys) == 0 {
 					return usageError{fmt.Errorf("%s does not exist yet: give the public key with --key", pinFile)}
 				}
-				f = &pin.File{}
+				f = pin.New(pinFile)
 				for _, k := range keys {
-					rel, err := filepath.Rel(filepath.Dir(pinFile), k)
-					if err != nil {
-						rel = k
-					}
-					f.PublicKeys = append(f.PublicKeys, filepath.ToSlash(rel))
+					f.PublicKeys = append(f.PublicKeys, keyFromPinFile(pinFile, k))
 				}
 				if len(f.PublicKeys) == 1 {
 					f.PublicKey, f.PublicKeys = f.PublicKeys[0], nil

@@ -165,6 +165,28 @@ func TestBuildPushSignPinRollback(t *testing.T) {
 		t.Fatalf("pin file after rollback:\n%s", pinned)
 	}
 
+	// A new pin file in another folder: --key is a path from here, the
+	// file records it from its own folder (and the proxy reads it so);
+	// an absolute key inside the folder is recorded relative too, one
+	// outside stays absolute.
+	os.MkdirAll(filepath.Join(dir, "deploy", "keys"), 0o755)
+	pub, _ := os.ReadFile(filepath.Join(dir, "cosign.pub"))
+	os.WriteFile(filepath.Join(dir, "deploy", "keys", "cosign.pub"), pub, 0o644)
+	for _, tc := range []struct{ key, recorded string }{
+		{"cosign.pub", "publicKey: ../cosign.pub"},
+		{"deploy/keys/cosign.pub", "publicKey: keys/cosign.pub"},
+		{filepath.Join(dir, "deploy", "keys", "cosign.pub"), "publicKey: keys/cosign.pub"},
+		{filepath.Join(dir, "cosign.pub"), "publicKey: " + filepath.Join(dir, "cosign.pub")},
+	} {
+		os.Remove(filepath.Join(dir, "deploy", "pin.yaml"))
+		must(t, run(t, dir, env, "pin", v1, "--pin-file", "deploy/pin.yaml", "--key", tc.key), "pin into deploy/ with --key "+tc.key)
+		pinned, _ = os.ReadFile(filepath.Join(dir, "deploy", "pin.yaml"))
+		if !strings.Contains(string(pinned), tc.recorded+"\n") {
+			t.Errorf("--key %s: pin file records\n%s\nwant %q", tc.key, pinned, tc.recorded)
+		}
+		must(t, run(t, dir, env, "pin", v2, "--pin-file", "deploy/pin.yaml"), "pin v2 with deploy/pin.yaml's key")
+	}
+
 	// A pin file that names a tag is refused.
 	os.WriteFile(filepath.Join(dir, "tag.yaml"), []byte("bundle: "+repo+":latest\npublicKey: cosign.pub\n"), 0o644)
 	if r := run(t, dir, env, "rollback", "--pin-file", "tag.yaml"); r.code != 1 || !strings.Contains(r.stderr, "digest") {
