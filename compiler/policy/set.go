@@ -25,9 +25,11 @@ type Server struct {
 	Default string
 }
 
-// IsTestFile reports whether a file name is a policy test (*_test.yaml).
+// IsTestFile reports whether a file name is a policy test: it ends in
+// _test.yaml (policy.md §1). A name ending in _test.yml is a policy, of
+// the server named like it.
 func IsTestFile(name string) bool {
-	return strings.HasSuffix(name, "_test.yaml") || strings.HasSuffix(name, "_test.yml")
+	return strings.HasSuffix(name, "_test.yaml")
 }
 
 func isPolicyFile(name string) bool {

@@ -30,7 +30,7 @@ func TestFind(t *testing.T) {
 		"policies/z.yaml",
 		"policies/payments/stripe.yaml",
 		"policies/payments/stripe_test.yaml", // a policy test
-		"policies/payments/stripe_test.yml",  // a policy test
+		"policies/payments/stripe_test.yml",  // a policy (of server stripe_test): only _test.yaml is a test
 		"policies/platform/github.yml",
 		"policies/platform/README.md",
 		"policies/platform/notes.yaml.bak",
@@ -50,10 +50,11 @@ func TestFind(t *testing.T) {
 			"policies/.dotfile.yaml",
 			"policies/a.yaml",
 			"policies/payments/stripe.yaml",
+			"policies/payments/stripe_test.yml",
 			"policies/platform/github.yml",
 			"policies/z.yaml",
 		}},
-		{"a folder", []string{"policies/payments"}, []string{"policies/payments/stripe.yaml"}},
+		{"a folder", []string{"policies/payments"}, []string{"policies/payments/stripe.yaml", "policies/payments/stripe_test.yml"}},
 		{"a folder with a trailing slash", []string{"policies/platform/"}, []string{"policies/platform/github.yml"}},
 		{"folders and files, sorted and once each", []string{"other", "policies/z.yaml", "policies/platform", "./policies/z.yaml"}, []string{
 			"other/extra.yaml",
@@ -140,7 +141,7 @@ func TestReadSources(t *testing.T) {
 
 func TestIsTestFile(t *testing.T) {
 	for name, want := range map[string]bool{
-		"github_test.yaml": true, "github_test.yml": true, "github.yaml": false,
+		"github_test.yaml": true, "github_test.yml": false, "github.yaml": false,
 		"test.yaml": false, "github_tests.yaml": false, "_test.yaml": true,
 	} {
 		if got := IsTestFile(name); got != want {
