@@ -24,7 +24,8 @@ func auditCmd() *cobra.Command {
 
 With one FILE, the log at FILE is checked with its rotated files (FILE.000001,
 FILE.000002, …, oldest first, then FILE). With several, the files given are
-checked as one chain, in the order given.
+checked as one chain: files of one log (FILE and FILE.NNNNNN, as FILE* lists
+them) in chain order, files of several names in the order given.
 
 A break is reported as FILE:LINE with what is wrong there; the exit status is
 1. An intact chain prints the hash of its last line: keep it elsewhere, and a
@@ -41,6 +42,7 @@ later verify shows the log was not cut short before that line.`,
 					return usageError{fmt.Errorf("no audit log at %s (nor rotated files %s.NNNNNN)", args[0], args[0])}
 				}
 			} else {
+				files = audit.ChainOrder(files)
 				for _, f := range files {
 					if _, err := os.Stat(f); errors.Is(err, os.ErrNotExist) {
 						return usageError{fmt.Errorf("no audit log file %s", f)}

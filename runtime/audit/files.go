@@ -69,6 +69,43 @@ func Files(path string) ([]string, error) {
 	return files, nil
 }
 
+// ChainOrder returns files in chain order when they are files of one log —
+// FILE and its rotated FILE.NNNNNN, in any order, as a shell glob such as
+// FILE* lists them (FILE first) —: by number, then FILE. Files of several
+// names are returned in the order given.
+func ChainOrder(files []string) []string {
+	type part struct {
+		path, base string
+		seq        int // -1 for the live file, which comes last
+	}
+	parts := make([]part, len(files))
+	for i, f := range files {
+		parts[i] = part{f, f, -1}
+		if dot := strings.LastIndexByte(f, '.'); dot > 0 {
+			suffix := f[dot+1:]
+			if n, err := strconv.Atoi(suffix); err == nil && suffix != "" && strings.Trim(suffix, "0123456789") == "" {
+				parts[i] = part{f, f[:dot], n}
+			}
+		}
+	}
+	for _, p := range parts {
+		if p.base != parts[0].base {
+			return files
+		}
+	}
+	slices.SortStableFunc(parts, func(a, b part) int {
+		if (a.seq < 0) != (b.seq < 0) {
+			return cmp.Compare(b.seq, a.seq) // the live file after every numbered one
+		}
+		return cmp.Compare(a.seq, b.seq)
+	})
+	out := make([]string, len(parts))
+	for i, p := range parts {
+		out[i] = p.path
+	}
+	return out
+}
+
 // syncDir fsyncs the directory holding path, so a rename in it survives a
 // crash.
 func syncDir(path string) error {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -524,5 +525,23 @@ func BenchmarkWrite(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestChainOrder: the files of one log, in any order (a shell glob lists
+// the live file first), come back in chain order; files of several names
+// keep the order given.
+func TestChainOrder(t *testing.T) {
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"a.log", "a.log.000001", "a.log.000010", "a.log.000002"}, []string{"a.log.000001", "a.log.000002", "a.log.000010", "a.log"}},
+		{[]string{"d/a.log.000003", "d/a.log.000001"}, []string{"d/a.log.000001", "d/a.log.000003"}},
+		{[]string{"a.log.1000000", "a.log.999999", "a.log"}, []string{"a.log.999999", "a.log.1000000", "a.log"}},
+		{[]string{"b.log", "a.log.000001"}, []string{"b.log", "a.log.000001"}},
+		{[]string{"a.log.000002", "a.log.000001", "copy/a.log.000003"}, []string{"a.log.000002", "a.log.000001", "copy/a.log.000003"}},
+		{[]string{"x.2026", "x"}, []string{"x.2026", "x"}}, // "x.2026" is x's rotated file
+	} {
+		if got := ChainOrder(slices.Clone(tc.in)); !slices.Equal(got, tc.want) {
+			t.Errorf("ChainOrder(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }

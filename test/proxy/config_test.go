@@ -143,6 +143,16 @@ func TestAuditRotationThroughProxy(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), fmt.Sprintf("%d line", calls)) {
 		t.Fatalf("audit verify: %v\n%s", err, out)
 	}
+	// The files as a shell lists log*: the live file first, then the
+	// rotated ones; verify checks them in chain order all the same.
+	globbed, err := filepath.Glob(logPath + "*")
+	if err != nil || len(globbed) != len(files) || globbed[0] != logPath {
+		t.Fatalf("glob %s*: %q (%v); want the %d files, the live one first", logPath, globbed, err, len(files))
+	}
+	out, err = exec.Command(toolgate, append([]string{"audit", "verify"}, globbed...)...).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("%d line(s) in %d files", calls, len(files))) {
+		t.Fatalf("audit verify %s*: %v\n%s", logPath, err, out)
+	}
 	var all strings.Builder
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
