@@ -1,6 +1,6 @@
 // Package regogen is the compiler's middle: it turns a linted policy set
 // into one Rego v1 package, "toolgate", whose rule "decision" is the
-// decision contract of policy.md §6.
+// decision contract (docs/policy.md §12).
 //
 // The output is meant to be read in a pull request and to run fast on OPA's
 // Wasm target, which has no rule indexing:
@@ -281,7 +281,7 @@ func (g *gen) file(set *policy.Set, header []string) {
 	g.p("")
 	g.p("package toolgate")
 	g.p("")
-	g.p("# decision is the contract of policy.md §6: one object for every input.")
+	g.p("# decision is the decision contract (docs/policy.md §12): one object for every input.")
 	g.p("# It is compact with each counter written out from counter_table.")
 	g.p("decision := {")
 	g.p("\t\"decision\": c.decision, \"rule\": c.rule, \"message\": c.message,")
