@@ -94,9 +94,12 @@ type proxyFlags struct {
 func proxyCmd() *cobra.Command {
 	var pf proxyFlags
 	c := &cobra.Command{
-		Use:   "proxy (--policy PATH | --bundle FILE|REF@DIGEST | --pin-file FILE) [--server NAME] [--config FILE] -- CMD [ARG…]",
-		Short: "Run an MCP stdio server behind toolgate, enforcing a policy on every tools/call",
-		Long: "Proxy starts the MCP server command after --, relays the MCP client on stdin/stdout to it,\n" +
+		Use:   "proxy (--policy PATH | --bundle FILE|REF@DIGEST | --pin-file FILE) [--server NAME] [--config FILE] (-- CMD [ARG…] | --listen ADDR --upstream URL | --upstream URL)",
+		Short: "Run an MCP server behind toolgate (stdio, Streamable HTTP, or a bridge), enforcing a policy on every tools/call",
+		Long: "Three ways to run: `-- CMD [ARG…]` starts a stdio server (the line an MCP client's config\n" +
+			"holds); `--listen ADDR --upstream URL` serves Streamable HTTP in front of an HTTP server;\n" +
+			"`--upstream URL` alone bridges a stdio client to an HTTP server.\n\n" +
+			"Proxy starts the MCP server command after --, relays the MCP client on stdin/stdout to it,\n" +
 			"and decides every tools/call with the policy: a denied call is answered with an isError\n" +
 			"result (or, with --deny-as-error, a JSON-RPC error) and never reaches the server; hidden\n" +
 			"tools are removed from tools/list. Logs are JSON lines on stderr. It exits 1 when the\n" +
@@ -180,6 +183,9 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 			return usageError{err}
 		}
 	}
+	if pf.listen != "" && pf.upstream == "" {
+		return usageError{errors.New("--listen needs --upstream URL (the MCP server's Streamable HTTP endpoint)")}
+	}
 	var command []string
 	if pf.upstream == "" {
 		var err error
@@ -188,9 +194,6 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 		}
 	} else if len(args) > 0 || len(fromConfig) > 0 {
 		return usageError{errors.New("--upstream proxies an HTTP server: give no server command")}
-	}
-	if pf.listen != "" && pf.upstream == "" {
-		return usageError{errors.New("--listen needs --upstream URL (the MCP server's Streamable HTTP endpoint)")}
 	}
 	sources := 0
 	for _, s := range []string{pf.policyPath, pf.bundle, pf.pinFile} {

@@ -30,12 +30,14 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -138,7 +140,7 @@ type Log struct {
 	closed bool
 }
 
-// Open opens (creating it if needed) the log at path for appending and
+// Open opens (creating it, and its folder, if needed) the log at path for appending and
 // continues its chain: from the active file's last line or, when the active
 // file is empty or missing, from the last line of its newest rotated
 // sibling. It reads only those last lines and does not verify the chain;
@@ -150,6 +152,10 @@ func Open(path string, opts ...Option) (*Log, error) {
 	}
 	if l.maxBytes < 0 {
 		return nil, fmt.Errorf("opening audit log %s: the rotation size is %d bytes; give a positive size, or 0 to never rotate", path, l.maxBytes)
+	}
+	// The log's folder is made as a state folder is: for its owner only.
+	if err := os.MkdirAll(cmp.Or(filepath.Dir(path), "."), 0o700); err != nil {
+		return nil, fmt.Errorf("opening audit log %s: %w", path, err)
 	}
 	rotated, err := siblings(path)
 	if err != nil {

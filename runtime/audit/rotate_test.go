@@ -545,3 +545,20 @@ func TestChainOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenMakesTheFolder: a log in a folder that does not exist yet gets
+// the folder, for its owner only.
+func TestOpenMakesTheFolder(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "var", "log", "toolgate")
+	write(t, filepath.Join(dir, "audit.log"), 0, 2)
+	st, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o700 {
+		t.Fatalf("folder mode %v; want 0700", st.Mode().Perm())
+	}
+	if got := lines(t, filepath.Join(dir, "audit.log")); len(got) != 2 {
+		t.Fatalf("%d lines, want 2", len(got))
+	}
+}

@@ -212,6 +212,11 @@ func TestExitCodes(t *testing.T) {
 			t.Errorf("toolgate %v: exit %d, want %d (stderr %q)", tc.args, r.code, tc.code, r.stderr)
 		}
 	}
+	// --listen without --upstream says what is missing (it asked for a
+	// server command after --).
+	if r := run(t, dir, nil, "proxy", "--policy", "policies", "--listen", "127.0.0.1:0"); r.code != 2 || !strings.Contains(r.stderr, "--listen needs --upstream") {
+		t.Errorf("proxy --listen without --upstream: exit %d, %q", r.code, r.stderr)
+	}
 	writePolicy(t, dir, "0/hour") // a lint error
 	r := run(t, dir, nil, "lint")
 	if r.code != 1 || !strings.Contains(r.stdout, "policies/github.yaml:6:21: ") {
