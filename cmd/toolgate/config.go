@@ -72,7 +72,8 @@ func parseConfig(fs *pflag.FlagSet, path string, raw []byte) ([]string, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, nil // an empty file sets nothing
 		}
-		return nil, fmt.Errorf("%s: %v", path, err)
+		first := policy.YAMLProblems(err)[0]
+		return nil, fmt.Errorf("%s:%d:1: %s", path, first.Line, first.Msg)
 	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
@@ -164,6 +165,9 @@ func parseConfig(fs *pflag.FlagSet, path string, raw []byte) ([]string, error) {
 	}
 	for _, s := range settings {
 		if err := s.flag.Value.Set(s.value); err != nil {
+			if s.flag.Value.Type() == "bool" {
+				return nil, at(s.node, "%s must be true or false, not %q", s.flag.Name, s.value)
+			}
 			return nil, at(s.node, "%s: %v", s.flag.Name, err)
 		}
 		s.flag.Changed = true

@@ -98,7 +98,11 @@ func TestConfigErrors(t *testing.T) {
 		{"command: npx\n", "toolgate.yaml:1:10: command must be a non-empty list"},
 		{"- server\n", "toolgate.yaml:1:1: the config file must be a mapping"},
 		{"config: other.yaml\n", `toolgate.yaml:1:1: unknown key "config"`},
-		{"server: [\n", "toolgate.yaml: yaml:"},
+		{"server: [\n", "toolgate.yaml:1:1: yaml: did not find expected node content"},
+		{"state: cloud\n", `toolgate.yaml:1:8: state: must be memory, disk or redis, not "cloud"`},
+		{"approval-mode: wait\n", `toolgate.yaml:1:16: approval-mode: must be async or hold, not "wait"`},
+		{"deny-as-error: yes\n", `toolgate.yaml:1:16: deny-as-error must be true or false, not "yes"`},
+		{"max-bundle-size: 32 lots\n", `toolgate.yaml:1:18: max-bundle-size: "32 lots" is not a size such as 100MiB`},
 	} {
 		_, _, _, err := parseProxy(t, tc.config)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -165,4 +169,27 @@ func FuzzConfig(f *testing.F) {
 			}
 		})
 	})
+}
+
+// TestConfigSizesAndWords: sizes take units; the word flags keep their
+// defaults and take their words.
+func TestConfigSizesAndWords(t *testing.T) {
+	fs, _, _, err := parseProxy(t, "max-bundle-size: 64MiB\nstate: memory\napproval-mode: hold\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"max-bundle-size": "67108864", "state": "memory", "approval-mode": "hold"} {
+		if got := fs.Lookup(name).Value.String(); got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+	fs, _, _, err = parseProxy(t, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"max-bundle-size": "33554432", "state": "disk", "approval-mode": "async"} {
+		if got := fs.Lookup(name).Value.String(); got != want {
+			t.Errorf("default %s = %q, want %q", name, got, want)
+		}
+	}
 }

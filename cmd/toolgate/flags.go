@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -44,6 +45,32 @@ func (s *byteSize) Set(v string) error {
 func (s *byteSize) String() string { return strconv.FormatInt(int64(*s), 10) }
 
 func (s *byteSize) Type() string { return "size" }
+
+// oneOf is a string flag that takes one of a few words, so that a bad one
+// is refused where it is set (on the command line, or at its line of the
+// config file).
+type oneOf struct {
+	v     *string
+	words []string
+}
+
+// newOneOf returns the flag value for *p, set to def, taking words.
+func newOneOf(p *string, def string, words ...string) *oneOf {
+	*p = def
+	return &oneOf{p, words}
+}
+
+func (o *oneOf) Set(v string) error {
+	if !slices.Contains(o.words, v) {
+		return fmt.Errorf("must be %s or %s, not %q", strings.Join(o.words[:len(o.words)-1], ", "), o.words[len(o.words)-1], v)
+	}
+	*o.v = v
+	return nil
+}
+
+func (o *oneOf) String() string { return *o.v }
+
+func (o *oneOf) Type() string { return "string" }
 
 // redisPasswordEnv names the variable --redis takes the password from.
 const redisPasswordEnv = "TOOLGATE_REDIS_PASSWORD"

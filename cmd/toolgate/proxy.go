@@ -141,13 +141,13 @@ func proxyCmd() *cobra.Command {
 	f.Var(&pf.auditMaxSize, "audit-max-size", "rotate the audit log when it would grow past this size, e.g. 100MiB, keeping the chain across files (0: never)")
 	f.BoolVar(&pf.auditFailOpen, "audit-fail-open", false, "let calls through when the audit log cannot be written (default: deny them)")
 	f.BoolVar(&pf.auditArguments, "audit-arguments", false, "write each call's argument values into the audit log (default: only their sha256)")
-	f.StringVar(&pf.stateKind, "state", "disk", "where counters live: disk (kept in --state-dir across restarts), memory (lost on exit), or redis (shared, --redis); --redis alone implies redis")
+	f.Var(newOneOf(&pf.stateKind, "disk", "memory", "disk", "redis"), "state", "where counters live: disk (kept in --state-dir across restarts), memory (lost on exit), or redis (shared, --redis); --redis alone implies redis")
 	f.StringVar(&pf.redisURL, "redis", "", "Redis URL for state shared by several proxies: redis://[USER@]HOST:PORT[/DB] or rediss:// for TLS; the password from TOOLGATE_REDIS_PASSWORD")
 	f.DurationVar(&pf.redisTimeout, "redis-timeout", counters.DefaultRedisTimeout, "timeout of each Redis operation")
 	f.BoolVar(&pf.redisFailOpen, "redis-fail-open", false, "let calls through, uncounted, while Redis is unreachable (default: deny them)")
 	f.StringVar(&pf.stateDir, "state-dir", defaultStateDir(), "folder where --state disk keeps counters, in a subfolder per --server")
 	f.DurationVar(&pf.stateFlushEvery, "state-flush-every", counters.DefaultFlushEvery, "how often --state disk writes changed counters to its journal and fsyncs it: a crash loses at most this much of the counts")
-	f.StringVar(&pf.approvalMode, "approval-mode", "async", "how a call needing approval is answered: async (a JSON-RPC error with the approval id; retry once approved) or hold (the call waits for the decision)")
+	f.Var(newOneOf(&pf.approvalMode, string(proxy.ApprovalAsync), string(proxy.ApprovalAsync), string(proxy.ApprovalHold)), "approval-mode", "how a call needing approval is answered: async (a JSON-RPC error with the approval id; retry once approved) or hold (the call waits for the decision)")
 	f.StringVar(&pf.adminTokenFile, "admin-token-file", "", "file of the tokens the approvals admin API accepts (one per line: TOKEN or sha256:HEX, then optionally NAME and GROUPS); without it the API refuses every call")
 	f.StringVar(&pf.webhookURL, "approval-webhook", "", "URL that receives a signed POST for each new approval request")
 	f.StringVar(&pf.webhookSecretFile, "approval-webhook-secret-file", "", "file holding the HMAC-SHA256 key that signs --approval-webhook bodies")
@@ -208,17 +208,8 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 	if pf.redisURL != "" && !cmd.Flags().Changed("state") {
 		pf.stateKind = "redis"
 	}
-	switch pf.stateKind {
-	case "memory", "disk":
-	case "redis":
-		if pf.redisURL == "" {
-			return usageError{errors.New("--state redis needs --redis URL")}
-		}
-	default:
-		return usageError{fmt.Errorf("--state must be memory, disk or redis, not %q", pf.stateKind)}
-	}
-	if pf.approvalMode != string(proxy.ApprovalAsync) && pf.approvalMode != string(proxy.ApprovalHold) {
-		return usageError{fmt.Errorf("--approval-mode must be async or hold, not %q", pf.approvalMode)}
+	if pf.stateKind == "redis" && pf.redisURL == "" { // --state and --approval-mode take only their words (oneOf)
+		return usageError{errors.New("--state redis needs --redis URL")}
 	}
 	if (pf.webhookURL == "") != (pf.webhookSecretFile == "") {
 		return usageError{errors.New("--approval-webhook and --approval-webhook-secret-file go together")}

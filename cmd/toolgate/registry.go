@@ -22,18 +22,19 @@ type registryFlags struct {
 	insecure bool
 	caCert   string
 	timeout  time.Duration
-	maxSize  int64
+	maxSize  byteSize
 }
 
 func (f *registryFlags) add(c *cobra.Command) {
 	c.Flags().BoolVar(&f.insecure, "insecure-registry", false, "allow plain HTTP to a registry that is not on loopback")
 	c.Flags().StringVar(&f.caCert, "registry-ca", "", "PEM file of the CA that signed the registry's TLS certificate")
 	c.Flags().DurationVar(&f.timeout, "registry-timeout", 30*time.Second, "timeout of each registry request")
-	c.Flags().Int64Var(&f.maxSize, "max-bundle-size", 32<<20, "largest bundle layer accepted, in bytes")
+	f.maxSize = 32 << 20
+	c.Flags().Var(&f.maxSize, "max-bundle-size", "largest bundle layer accepted (bytes, or with a unit: 32MiB)")
 }
 
 func (f *registryFlags) options() []oci.Option {
-	opts := []oci.Option{oci.WithInsecure(f.insecure), oci.WithTimeout(f.timeout), oci.WithMaxSize(f.maxSize)}
+	opts := []oci.Option{oci.WithInsecure(f.insecure), oci.WithTimeout(f.timeout), oci.WithMaxSize(int64(f.maxSize))}
 	if f.caCert != "" {
 		opts = append(opts, oci.WithCACert(f.caCert))
 	}
