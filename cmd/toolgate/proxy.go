@@ -225,9 +225,7 @@ func runProxy(cmd *cobra.Command, pf *proxyFlags, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := rt.startAdmin(cmd, pf); err != nil {
-		return err
-	}
+	rt.startAdmin()
 	digest, _ := rt.eng.Active()
 	metrics, pol := rt.metrics, rt.pol
 	if pf.upstream != "" {

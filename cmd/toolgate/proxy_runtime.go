@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -32,7 +33,10 @@ type proxyRuntime struct {
 	metrics      *admin.Metrics
 	swaps        func() admin.SwapStatus
 	approvalsAPI http.Handler
-	closers      []func()
+	// adminListener is the admin listener's socket; nil when there is
+	// none (then no one can approve a call waiting on this proxy).
+	adminListener net.Listener
+	closers       []func()
 }
 
 func (rt *proxyRuntime) onClose(f func()) { rt.closers = append(rt.closers, f) }
@@ -80,11 +84,23 @@ func newProxyRuntime(ctx context.Context, cmd *cobra.Command, pf *proxyFlags, lo
 		rt.onClose(func() { alog.Close() })
 		opts = append(opts, proxy.WithAudit(alog), proxy.WithAuditFailOpen(pf.auditFailOpen), proxy.WithAuditArguments(pf.auditArguments))
 	}
-	store, err := rt.openApprovals(pf, alog)
-	if err != nil {
+	if err := rt.listenAdmin(cmd, pf); err != nil {
 		return rt, err
 	}
-	opts = append(opts, proxy.WithApprovals(store, proxy.ApprovalMode(pf.approvalMode)))
+	if rt.adminListener == nil && pf.stateKind != "redis" {
+		// Approvals are given through an admin listener holding the
+		// store (on Redis, any proxy's): this proxy has none, so a call
+		// waiting here could never be approved. Say so at once.
+		why := "No one can approve it on this proxy (it has no admin listener: --admin is off, or its address was taken by another proxy; give --admin ADDR), so the call is denied."
+		logger.Warn("calls needing approval will be denied: approvals are given through the admin listener, which is not running", "admin", pf.adminAddr)
+		opts = append(opts, proxy.WithoutApprovals(why))
+	} else {
+		store, err := rt.openApprovals(pf, alog)
+		if err != nil {
+			return rt, err
+		}
+		opts = append(opts, proxy.WithApprovals(store, proxy.ApprovalMode(pf.approvalMode)))
+	}
 	opts = append(opts, proxy.WithDecided(rt.metrics.Decided))
 	rt.pol = proxy.NewPolicy(rt.eng, opts...)
 	rt.metrics.CountAuditErrors(rt.pol.AuditErrors)
@@ -192,9 +208,9 @@ func (rt *proxyRuntime) openApprovals(pf *proxyFlags, alog *audit.Log) (approval
 // folder is an error, not a reason to fall back).
 func (rt *proxyRuntime) cmdChangedStateDir(pf *proxyFlags) bool { return pf.stateDirGiven }
 
-// startAdmin starts the admin listener: /healthz, /readyz, /status,
-// /metrics and the approvals API under /approvals.
-func (rt *proxyRuntime) startAdmin(cmd *cobra.Command, pf *proxyFlags) error {
+// listenAdmin opens the admin listener's socket (rt.adminListener), or
+// leaves it nil when --admin is off or its default address is taken.
+func (rt *proxyRuntime) listenAdmin(cmd *cobra.Command, pf *proxyFlags) error {
 	if pf.adminAddr == "" {
 		return nil
 	}
@@ -210,6 +226,18 @@ func (rt *proxyRuntime) startAdmin(cmd *cobra.Command, pf *proxyFlags) error {
 	case err != nil:
 		return problemError{err}
 	}
+	rt.adminListener = l
+	rt.onClose(func() { l.Close() })
+	return nil
+}
+
+// startAdmin serves the admin listener opened by listenAdmin: /healthz,
+// /readyz, /status, /metrics and the approvals API under /approvals.
+func (rt *proxyRuntime) startAdmin() {
+	l := rt.adminListener
+	if l == nil {
+		return
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/", admin.Handler(rt.eng, rt.swaps, rt.metrics))
 	mux.Handle("/approvals", rt.approvalsAPI)
@@ -218,5 +246,4 @@ func (rt *proxyRuntime) startAdmin(cmd *cobra.Command, pf *proxyFlags) error {
 	go srv.Serve(l)
 	rt.onClose(func() { srv.Close() })
 	rt.logger.Info("admin listener started", "addr", l.Addr().String())
-	return nil
 }

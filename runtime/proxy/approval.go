@@ -39,6 +39,13 @@ func WithApprovals(s approvals.Store, mode ApprovalMode) PolicyOption {
 	return func(p *Policy) { p.approvals, p.approvalMode = s, mode }
 }
 
+// WithoutApprovals says why calls needing approval cannot wait for one
+// here (no one could give it): they are denied with a message ending in
+// why, a sentence, instead of "approvals are not configured".
+func WithoutApprovals(why string) PolicyOption {
+	return func(p *Policy) { p.approvals, p.noApprovals = nil, why }
+}
+
 // holdProgressEvery is how often a held call reports that it still waits.
 const holdProgressEvery = 10 * time.Second
 

@@ -63,6 +63,7 @@ type Policy struct {
 
 	approvals    approvals.Store
 	approvalMode ApprovalMode
+	noApprovals  string // why approvals cannot be given, when approvals is nil (WithoutApprovals)
 
 	auditLogMu      sync.Mutex // guards auditLogged, auditSuppressed
 	auditLogged     time.Time  // when an audit error was last logged
@@ -285,7 +286,11 @@ func (p *Policy) decideOnce(ctx context.Context, in *bundles.Input, hold bool) (
 		if msg == "" {
 			msg = "rule " + v.Rule + " needs a person's approval."
 		}
-		v.Message = approvalRequired(msg) + " Approvals are not configured on this proxy, so the call is denied."
+		why := p.noApprovals
+		if why == "" {
+			why = "Approvals are not configured on this proxy, so the call is denied."
+		}
+		v.Message = approvalRequired(msg) + " " + why
 	default:
 		outcome = bundles.Deny
 		v.Rule, v.Message = d.Rule, d.Message

@@ -175,3 +175,32 @@ func TestApprovalHoldThroughProxy(t *testing.T) {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// TestApprovalWithoutAdmin: a proxy without an admin listener (--admin
+// off; or its default address taken by another proxy) has no one to
+// approve a call, so a call needing approval is denied at once, saying
+// why, rather than left pending where no one can decide it.
+func TestApprovalWithoutAdmin(t *testing.T) {
+	for _, mode := range []string{"async", "hold"} {
+		t.Run(mode, func(t *testing.T) {
+			cmd := exec.Command(toolgate, "proxy", "--policy", "testdata/approvals", "--server", "testsrv", "--identity", "maria",
+				"--state-dir", filepath.Join(t.TempDir(), "state"), "--admin", "", "--approval-mode", mode, "--", testserver)
+			stderr := &syncBuffer{}
+			cmd.Stderr = stderr
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cs, err := mcp.NewClient(&mcp.Implementation{Name: "approvaltest", Version: "1.0.0"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+			if err != nil {
+				t.Fatalf("connecting: %v\n%s", err, stderr.String())
+			}
+			defer cs.Close()
+			res, err := call(t, cs, "echo", map[string]any{"text": "deploy"})
+			if err != nil || !res.IsError || !strings.Contains(text(res), "Deploys need a lead's approval.") || !strings.Contains(text(res), "No one can approve it on this proxy") {
+				t.Fatalf("a call needing approval without an admin listener: %v %+v", err, res)
+			}
+			if !strings.Contains(stderr.String(), "calls needing approval will be denied") {
+				t.Errorf("no warning at start:\n%s", stderr.String())
+			}
+		})
+	}
+}
