@@ -69,6 +69,17 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzNumbersAsFloat64 -fuzztime $(FUZZTIME) ./bundles/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeResult -fuzztime $(FUZZTIME) ./runtime/opawasm/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./bundles/pin/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./compiler/policytest/
+	$(GO) test -run '^$$' -fuzz FuzzConfig -fuzztime $(FUZZTIME) ./cmd/toolgate/
+	$(GO) test -run '^$$' -fuzz FuzzParseInput -fuzztime $(FUZZTIME) ./bundles/
+	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime $(FUZZTIME) ./bundles/
+	$(GO) test -run '^$$' -fuzz FuzzParseDigest -fuzztime $(FUZZTIME) ./bundles/oci/
+	$(GO) test -run '^$$' -fuzz FuzzSSEReader -fuzztime $(FUZZTIME) ./runtime/proxy/
+	$(GO) test -run '^$$' -fuzz FuzzProjection -fuzztime $(FUZZTIME) ./runtime/opawasm/
+	$(GO) test -run '^$$' -fuzz FuzzDataEnd -fuzztime $(FUZZTIME) ./runtime/opawasm/
+	$(GO) test -run '^$$' -fuzz FuzzCanonical -fuzztime $(FUZZTIME) ./runtime/audit/
+	$(GO) test -run '^$$' -fuzz FuzzParseBearer -fuzztime $(FUZZTIME) ./runtime/identity/
+	$(GO) test -run '^$$' -fuzz FuzzApprovalTokens -fuzztime $(FUZZTIME) ./runtime/approvals/
 
 clean:
 	rm -rf bin

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -187,6 +188,17 @@ func TestParseInput(t *testing.T) {
 			t.Errorf("ParseInput(%s): want an error", bad)
 		}
 	}
+	// A value of the wrong type is named by its place and the shape it
+	// should have (it was a Go struct type).
+	for bad, want := range map[string]string{
+		`{"tool":"create_refund"}`:      `tool must be an object {"name": …, "annotations": {…}}, not a JSON string`,
+		`{"identity":{"groups":"eng"}}`: "identity.groups must be a list of strings, not a JSON string",
+		`{"server":5}`:                  "server must be a string, not a JSON number",
+	} {
+		if _, err := ParseInput([]byte(bad)); err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "struct") {
+			t.Errorf("ParseInput(%s): %v, want %q", bad, err, want)
+		}
+	}
 }
 
 // TestSourcesOutsideTheFolder: a build from "../policies" or an absolute
@@ -240,4 +252,28 @@ func TestCanonicalValue(t *testing.T) {
 			t.Errorf("canonicalValue(%d, %v) = %d, want %d", tt.v, tt.cuts, got, tt.want)
 		}
 	}
+}
+
+// FuzzParseInput: ParseInput never panics, and what it accepts holds JSON
+// objects where §6 wants them and counter values sorted by key.
+func FuzzParseInput(f *testing.F) {
+	f.Add([]byte(`{"server":"github","tool":{"name":"x","annotations":{"readOnlyHint":true}},"arguments":{"a":[1]},"identity":{"subject":"alice","groups":["eng"],"claims":{"k":1}},"state":{"x.c":3,"a.b":-1}}`))
+	f.Add([]byte(`{"tool":"x"}`))
+	f.Add([]byte(`{"arguments":null,"state":{"a":1e3}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		in, err := ParseInput(data)
+		if err != nil {
+			return
+		}
+		for name, raw := range map[string]json.RawMessage{"arguments": in.Arguments, "annotations": in.Annotations, "claims": in.Identity.Claims} {
+			if raw != nil && (!json.Valid(raw) || raw[0] != '{') {
+				t.Errorf("%s accepted as %s", name, raw)
+			}
+		}
+		for i := 1; i < len(in.State); i++ {
+			if in.State[i-1].Key >= in.State[i].Key {
+				t.Errorf("state not sorted: %v", in.State)
+			}
+		}
+	})
 }

@@ -3,8 +3,10 @@ package bundles
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
+	"strings"
 )
 
 // ParseInput reads a decision input in the JSON form of policy.md §6, as
@@ -27,6 +29,10 @@ func ParseInput(data []byte) (*Input, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&raw); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return nil, fmt.Errorf("reading decision input: %s must be %s, not a JSON %s (docs/policy.md §12)", te.Field, inputShape(te.Field), te.Value)
+		}
 		return nil, fmt.Errorf("reading decision input: %w", err)
 	}
 	in := &Input{
@@ -55,6 +61,29 @@ func ParseInput(data []byte) (*Input, error) {
 		}
 	}
 	return in, nil
+}
+
+// inputShape says what the input field at path holds.
+func inputShape(path string) string {
+	switch path {
+	case "tool":
+		return `an object {"name": …, "annotations": {…}}`
+	case "identity":
+		return `an object {"subject": …, "groups": […], "claims": {…}}`
+	case "state":
+		return `an object of counter values {"tool.counter": 3}`
+	case "identity.groups":
+		return "a list of strings"
+	case "server", "tool.name", "identity.subject":
+		return "a string"
+	}
+	if strings.HasPrefix(path, "identity.groups") {
+		return "a list of strings"
+	}
+	if strings.HasPrefix(path, "state.") {
+		return "a whole number"
+	}
+	return "another type"
 }
 
 func nullToNil(r json.RawMessage) json.RawMessage {

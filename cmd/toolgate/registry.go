@@ -218,7 +218,7 @@ func verifyDigest(cmd *cobra.Command, ref string, keyPaths []string, rf *registr
 		return d, err
 	}
 	if err := sign.Verify(cmd.Context(), nd, keys, remote...); err != nil {
-		return d, problemError{fmt.Errorf("verifying %s: %w", ref, err)}
+		return d, problemError{err} // "verifying REF@DIGEST: …"
 	}
 	return d, nil
 }
