@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"github.com/toolgate/toolgate/compiler/build"
 	"github.com/toolgate/toolgate/compiler/policy"
 	"github.com/toolgate/toolgate/runtime/approvals"
+	"github.com/toolgate/toolgate/runtime/counters"
 	"github.com/toolgate/toolgate/runtime/engine"
 )
 
@@ -257,6 +260,30 @@ func TestApprovalWithoutStoreDenies(t *testing.T) {
 	v := pol.Decide(context.Background(), &bundles.Input{Server: "pay", Tool: "refund", Arguments: json.RawMessage(`{"amount":900}`)})
 	if v.Allow || v.Approval != nil || v.Hold != nil || v.Message != "Approval required: Refunds of 100 or more need a lead. Approvals are not configured on this proxy, so the call is denied." {
 		t.Fatalf("%+v", v)
+	}
+}
+
+// TestApprovalUnavailable: without a way to approve (WithoutApprovals),
+// a call needing approval is denied saying why — unless a counter refuses
+// it first, which denies it as it would with approvals (deny beats
+// approval) and spends nothing.
+func TestApprovalUnavailable(t *testing.T) {
+	w := newApprovalWorld(t, ApprovalAsync, approvalPolicy)
+	ctrs := counters.New()
+	pol := NewPolicy(w.eng, WithLogger(quiet), WithCounters(ctrs), WithoutApprovals("No one can approve it here."))
+	decide := func(amount int) Verdict {
+		return pol.Decide(context.Background(), &bundles.Input{Server: "pay", Tool: "refund", Arguments: json.RawMessage(fmt.Sprintf(`{"amount":%d}`, amount))})
+	}
+	if v := decide(900); v.Allow || v.Approval != nil || v.Hold != nil || v.Message != "Approval required: Refunds of 100 or more need a lead. No one can approve it here." {
+		t.Fatalf("%+v", v)
+	}
+	for i := 0; i < 5; i++ { // five a minute: small refunds use them up
+		if v := decide(1); !v.Allow {
+			t.Fatalf("small refund %d: %+v", i, v)
+		}
+	}
+	if v := decide(900); v.Allow || !strings.HasSuffix(v.Rule, "#refund/five a minute") || !strings.HasPrefix(v.Message, "Rate limit of 5 per minute") {
+		t.Fatalf("a call needing approval past the rate limit: %+v", v)
 	}
 }
 

@@ -282,6 +282,17 @@ func (p *Policy) decideOnce(ctx context.Context, in *bundles.Input, hold bool) (
 			outcome, release = p.decideApproval(ctx, in, &d, start, &v, hold)
 			break
 		}
+		// A counter that would refuse the call denies it before any
+		// approval is asked for, as decideApproval does.
+		undo, refusal := p.counters.Reserve(d.Counters, start)
+		if refusal != nil {
+			outcome = bundles.Deny
+			v.Rule, v.Message = refusal.Rule, refusalMessage(refusal)
+			break
+		}
+		if undo != nil {
+			undo()
+		}
 		msg := d.Message
 		if msg == "" {
 			msg = "rule " + v.Rule + " needs a person's approval."
