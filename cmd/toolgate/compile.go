@@ -22,18 +22,28 @@ func lintCmd() *cobra.Command {
 		Use:   "lint [PATH…]",
 		Short: "Check policy files and folders (default policies/)",
 		Long: "Lint reads every policy file under the given files and folders (default policies/)\n" +
-			"and prints every problem as file:line:col: message. It exits 1 when there is any.",
+			"and prints every problem as file:line:col: message. It exits 1 when there is any.\n" +
+			"Warnings (file:line:col: warning: …) point at what is allowed but rarely meant, such as a\n" +
+			"quoted number a call's number never equals; they do not fail the lint.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sources, err := policy.ReadSources(args)
 			if err != nil {
 				return err
 			}
-			_, diags := policy.Load(sources)
+			set, diags := policy.Load(sources)
 			for _, d := range diags {
 				fmt.Fprintln(cmd.OutOrStdout(), d)
 			}
 			if len(diags) > 0 {
 				return problemError{fmt.Errorf("%d problem(s) in %d file(s)", len(diags), len(sources))}
+			}
+			warnings := policy.Warnings(set)
+			for _, w := range warnings {
+				fmt.Fprintln(cmd.OutOrStdout(), w)
+			}
+			if len(warnings) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d policy file(s), no problems, %d warning(s)\n", len(sources), len(warnings))
+				return nil
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "%d policy file(s), no problems\n", len(sources))
 			return nil

@@ -79,6 +79,9 @@ func TestCorpusLintsClean(t *testing.T) {
 	if got, want := len(set.Servers), len(files); got != want {
 		t.Errorf("servers: got %d, want %d", got, want)
 	}
+	for _, w := range Warnings(set) {
+		t.Errorf("the corpus draws a warning: %s", w)
+	}
 }
 
 // yamlToolKeys reads the keys of `tools`, in file order, and each key's

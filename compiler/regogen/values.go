@@ -60,20 +60,6 @@ func str(s string) string {
 	return strings.TrimSuffix(b.String(), "\n")
 }
 
-// TextForm is the "plain text form" policy.md §3 compares by in eq: what
-// Go's fmt %v prints for the value as PolicyLayer decodes it. A policy's
-// YAML ints stay ints ("5000000"), its YAML floats and every JSON number in
-// a call are float64 ("5e+06").
-func TextForm(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return "<nil>"
-	case float64:
-		return fmt.Sprintf("%v", x)
-	}
-	return fmt.Sprintf("%v", v)
-}
-
 // eqAlternatives returns Rego bodies over variable x, any of which holding
 // means x eq v (policy.md §3): numerically equal when both are numbers,
 // otherwise equal plain text forms.
@@ -88,7 +74,7 @@ func eqAlternatives(x string, v any) []string {
 		// A string that is a number's text form also equals that number,
 		// compared exactly (docs/semantics-choices.md, choice 9). "-0" is
 		// no number's text form here: a call's -0 reads as 0.
-		if f, err := strconv.ParseFloat(val, 64); err == nil && !math.IsInf(f, 0) && TextForm(f) == val && val != "-0" {
+		if f, err := strconv.ParseFloat(val, 64); err == nil && !math.IsInf(f, 0) && policy.TextForm(f) == val && val != "-0" {
 			alts = append(alts, "is_number("+x+"); "+x+" == "+lit(f))
 		}
 		switch val {
@@ -100,7 +86,7 @@ func eqAlternatives(x string, v any) []string {
 		return alts
 	}
 	if _, ok := policy.Number(v); ok {
-		return []string{"is_number(" + x + "); " + x + " == " + numLit(v), x + " == " + str(TextForm(v))}
+		return []string{"is_number(" + x + "); " + x + " == " + numLit(v), x + " == " + str(policy.TextForm(v))}
 	}
 	panic(fmt.Sprintf("regogen: eq on %T", v))
 }

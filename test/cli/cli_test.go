@@ -217,6 +217,13 @@ func TestExitCodes(t *testing.T) {
 	if r := run(t, dir, nil, "proxy", "--policy", "policies", "--listen", "127.0.0.1:0"); r.code != 2 || !strings.Contains(r.stderr, "--listen needs --upstream") {
 		t.Errorf("proxy --listen without --upstream: exit %d, %q", r.code, r.stderr)
 	}
+	// A warning is printed at its place and does not fail the lint.
+	wdir := t.TempDir()
+	os.MkdirAll(filepath.Join(wdir, "policies"), 0o755)
+	os.WriteFile(filepath.Join(wdir, "policies", "bank.yaml"), []byte("version: \"1\"\ntools:\n  close_account:\n    rules:\n      - name: protected\n        conditions:\n          - {path: args.id, op: not_in, value: [\"12345678\"]}\n"), 0o644)
+	if r := run(t, wdir, nil, "lint"); r.code != 0 || !strings.Contains(r.stdout, "policies/bank.yaml:7:13: warning: args.id not_in \"12345678\"") || !strings.Contains(r.stderr, "1 warning(s)") {
+		t.Errorf("lint with a warning: exit %d, stdout %q, stderr %q; want 0 and the warning", r.code, r.stdout, r.stderr)
+	}
 	writePolicy(t, dir, "0/hour") // a lint error
 	r := run(t, dir, nil, "lint")
 	if r.code != 1 || !strings.Contains(r.stdout, "policies/github.yaml:6:21: ") {

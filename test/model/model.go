@@ -459,7 +459,7 @@ func numberIsText(n json.Number, s string) bool {
 	if f == 0 {
 		f = 0 // -0 reads as 0
 	}
-	return regogen.TextForm(f) == s
+	return policy.TextForm(f) == s
 }
 
 // number returns the value conditions compare v with when it is a number
@@ -523,7 +523,7 @@ func text(v any) (string, bool) {
 	case []any, map[string]any, json.Number:
 		return "", false
 	}
-	return regogen.TextForm(v), true
+	return policy.TextForm(v), true
 }
 
 // globMatch matches a tools key or hide glob against a tool name: "*" any
