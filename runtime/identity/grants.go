@@ -102,10 +102,14 @@ func (g *Grants) reload() error {
 	return nil
 }
 
+// GrantsSettle is how long [Grants.Watch] waits after the last change
+// notification for the grants file before reading it.
+const GrantsSettle = 150 * time.Millisecond
+
 // Watch reloads the grants file whenever its contents differ from what the
-// last load read: at once on a file-system notification for it (its folder
-// is watched, since git and sync tools replace files by rename), and at
-// every poll interval as a safety net. It returns ctx.Err() when ctx is
+// last load read: GrantsSettle after a file-system notification for it (its
+// folder is watched, since git and sync tools replace files by rename), and
+// at every poll interval as a safety net. It returns ctx.Err() when ctx is
 // done; load errors are logged, never returned.
 func (g *Grants) Watch(ctx context.Context) error {
 	tick := time.NewTicker(g.s.poll)
@@ -122,6 +126,12 @@ func (g *Grants) Watch(ctx context.Context) error {
 			events, watchErrs = w.Events, w.Errors
 		}
 	}
+	// A notification starts (or restarts) the settle timer; the file is
+	// read when it fires, so one written in place is read whole (a
+	// half-written file would drop the grants not yet written).
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	defer settle.Stop()
 	// A change made before the watch began is seen now.
 	g.reloadIfChanged()
 	for {
@@ -129,9 +139,11 @@ func (g *Grants) Watch(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case ev := <-events:
-			if filepath.Clean(ev.Name) != filepath.Clean(g.path) {
-				continue
+			if filepath.Clean(ev.Name) == filepath.Clean(g.path) {
+				settle.Reset(GrantsSettle)
 			}
+			continue
+		case <-settle.C:
 		case err := <-watchErrs:
 			g.s.log.Warn("watching the grants file", "grants_file", g.path, "err", err)
 			continue

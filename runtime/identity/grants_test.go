@@ -234,3 +234,47 @@ func TestGrantsHotReload(t *testing.T) {
 		t.Error("a token was logged")
 	}
 }
+
+// TestGrantsWrittenInPlace: a grants file written in place, in two pieces
+// 20 ms apart (as some editors write), is read once whole: the first piece
+// alone does not parse, and is never read.
+func TestGrantsWrittenInPlace(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "grants.yaml")
+	if err := os.WriteFile(path, []byte("grants: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	g, err := OpenGrants(path, WithPollInterval(time.Hour), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Watch(ctx) }()
+	defer func() { cancel(); <-done }()
+	alice, aliceHash, _ := NewToken()
+	// The whole file as AddGrant writes it.
+	model := filepath.Join(t.TempDir(), "model.yaml")
+	os.WriteFile(model, []byte("grants: []\n"), 0o600)
+	if err := AddGrant(model, Grant{Label: "alice", TokenSHA256: aliceHash, Subject: "alice", Servers: []string{"github"}}); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(model)
+	whole := string(raw)
+	if _, err := ParseGrants("half", raw[:30]); err == nil {
+		t.Fatalf("the first piece %q parses: the test would prove nothing", raw[:30])
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(whole[:30])
+	time.Sleep(20 * time.Millisecond)
+	f.WriteString(whole[30:])
+	f.Close()
+	eventually(t, "alice works", func() bool { _, err := g.Authenticate(bearer(alice), "github"); return err == nil })
+	if strings.Contains(logs.String(), "refused") {
+		t.Errorf("the half-written file was read:\n%s", logs.String())
+	}
+}

@@ -269,9 +269,14 @@ func (p *PinFile) markerPath(digest string, keys [][]byte) string {
 	return filepath.Join(p.cache.Dir(), "verified", hexDigest+"-"+hex.EncodeToString(set[:8]))
 }
 
+// PinSettle is how long [PinFile.Watch] waits after the last change
+// notification for the pin file before reading it.
+const PinSettle = 150 * time.Millisecond
+
 // Watch loads the pin file again whenever its contents differ from what the
 // last load read (the file is polled, so one replaced by rename, as git and
-// Argo CD do, is seen), whenever hup delivers (wire it to SIGHUP with
+// Argo CD do, is seen; a change notification is acted on once the file
+// has been quiet for PinSettle), whenever hup delivers (wire it to SIGHUP with
 // signal.Notify; nil means none), and, after a failed load, every retry
 // interval. When no [PinFile.Load] has run, it loads first. It returns
 // ctx.Err() when ctx is done; load errors are logged and counted, never
@@ -296,6 +301,12 @@ func (p *PinFile) Watch(ctx context.Context, hup <-chan os.Signal) error {
 			events, watchErrs = w.Events, w.Errors
 		}
 	}
+	// An event starts (or restarts) the settle timer; the file is read
+	// when it fires, so one written in place (truncated, then written in
+	// pieces, as some editors do) is read whole.
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	defer settle.Stop()
 	lastTry := time.Now()
 	p.load.Lock()
 	loaded := p.loaded
@@ -322,9 +333,11 @@ func (p *PinFile) Watch(ctx context.Context, hup <-chan os.Signal) error {
 			p.log.Info("SIGHUP: loading the bundle again", "source", p.name())
 			reload = true
 		case ev := <-events:
-			if filepath.Clean(ev.Name) != filepath.Clean(p.path) {
-				continue
+			if filepath.Clean(ev.Name) == filepath.Clean(p.path) {
+				settle.Reset(PinSettle)
 			}
+			continue
+		case <-settle.C:
 		case err := <-watchErrs:
 			p.log.Warn("watching the pin file", "pin_file", p.path, "err", err)
 			continue

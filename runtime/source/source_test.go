@@ -192,6 +192,25 @@ func TestPinFileLifecycle(t *testing.T) {
 		t.Fatalf("rm under B: %+v", v)
 	}
 
+	// A pin file written in place, in two pieces 20 ms apart (as some
+	// editors write): read once whole, not refused half-written first.
+	failures, swaps := src.Status().Failures, src.Status().Swaps
+	f, err := os.OpenFile(w.pinPath(), os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := "bundle: " + a.String() + "\npublicKey: cosign.pub\n"
+	f.WriteString(whole[:20])
+	time.Sleep(20 * time.Millisecond)
+	f.WriteString(whole[20:])
+	f.Close()
+	waitFor(t, "A to be active again", func() bool { d, _ := eng.Active(); return d == a.DigestStr() })
+	if st := src.Status(); st.Failures != failures || st.Swaps != swaps+1 {
+		t.Fatalf("a pin file written in place: %d failures (was %d), %d swaps (was %d)", st.Failures, failures, st.Swaps, swaps)
+	}
+	w.pin(b)
+	waitFor(t, "B to be active again", func() bool { d, _ := eng.Active(); return d == b.DigestStr() })
+
 	// An unsigned digest is refused; B stays.
 	before := src.Status().Failures
 	w.pin(unsigned)
@@ -209,7 +228,7 @@ func TestPinFileLifecycle(t *testing.T) {
 	w.front.Close()
 	w.pin(a)
 	waitFor(t, "A to load from the cache", func() bool { d, _ := eng.Active(); return d == a.DigestStr() })
-	swaps := src.Status().Swaps
+	swaps = src.Status().Swaps
 	hup <- syscall.SIGHUP
 	waitFor(t, "the SIGHUP reload", func() bool { return src.Status().Swaps > swaps })
 
