@@ -107,9 +107,10 @@ func (g *Grants) reload() error {
 const GrantsSettle = 150 * time.Millisecond
 
 // Watch reloads the grants file whenever its contents differ from what the
-// last load read: GrantsSettle after a file-system notification for it (its
-// folder is watched, since git and sync tools replace files by rename), and
-// at every poll interval as a safety net. It returns ctx.Err() when ctx is
+// last load read, once the file has been quiet for GrantsSettle since a
+// file-system notification for it (its folder is watched, since git and
+// sync tools replace files by rename) or since a poll (a safety net) saw
+// it change. It returns ctx.Err() when ctx is
 // done; load errors are logged, never returned.
 func (g *Grants) Watch(ctx context.Context) error {
 	tick := time.NewTicker(g.s.poll)
@@ -132,8 +133,11 @@ func (g *Grants) Watch(ctx context.Context) error {
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()
 	defer settle.Stop()
+	settling := false // the settle timer runs
 	// A change made before the watch began is seen now.
-	g.reloadIfChanged()
+	if g.changed() {
+		g.Reload()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -141,26 +145,31 @@ func (g *Grants) Watch(ctx context.Context) error {
 		case ev := <-events:
 			if filepath.Clean(ev.Name) == filepath.Clean(g.path) {
 				settle.Reset(GrantsSettle)
+				settling = true
 			}
-			continue
 		case <-settle.C:
+			settling = false
+			if g.changed() {
+				g.Reload()
+			}
 		case err := <-watchErrs:
 			g.s.log.Warn("watching the grants file", "grants_file", g.path, "err", err)
-			continue
 		case <-tick.C:
+			if !settling && g.changed() {
+				// Seen by the poll: read it once it has settled too.
+				settle.Reset(GrantsSettle)
+				settling = true
+			}
 		}
-		g.reloadIfChanged()
 	}
 }
 
-func (g *Grants) reloadIfChanged() {
+// changed reports whether the grants file differs from the one last loaded.
+func (g *Grants) changed() bool {
 	raw, err := readLimited(g.path)
 	g.load.Lock()
-	changed := fingerprint(raw, err) != g.seen
-	g.load.Unlock()
-	if changed {
-		g.Reload()
-	}
+	defer g.load.Unlock()
+	return fingerprint(raw, err) != g.seen
 }
 
 // fingerprint identifies a file's contents, or the error reading it.

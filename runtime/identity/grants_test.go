@@ -236,8 +236,9 @@ func TestGrantsHotReload(t *testing.T) {
 }
 
 // TestGrantsWrittenInPlace: a grants file written in place, in two pieces
-// 20 ms apart (as some editors write), is read once whole: the first piece
-// alone does not parse, and is never read.
+// 30 ms apart (as some editors write), is read once whole: the first piece
+// alone does not parse, and is never read — neither on the notification
+// nor by the poll (every 5 ms here, so one falls between the pieces).
 func TestGrantsWrittenInPlace(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "grants.yaml")
@@ -245,7 +246,7 @@ func TestGrantsWrittenInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs syncBuffer
-	g, err := OpenGrants(path, WithPollInterval(time.Hour), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	g, err := OpenGrants(path, WithPollInterval(5*time.Millisecond), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +271,7 @@ func TestGrantsWrittenInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.WriteString(whole[:30])
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(30 * time.Millisecond)
 	f.WriteString(whole[30:])
 	f.Close()
 	eventually(t, "alice works", func() bool { _, err := g.Authenticate(bearer(alice), "github"); return err == nil })

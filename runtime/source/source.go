@@ -275,8 +275,9 @@ const PinSettle = 150 * time.Millisecond
 
 // Watch loads the pin file again whenever its contents differ from what the
 // last load read (the file is polled, so one replaced by rename, as git and
-// Argo CD do, is seen; a change notification is acted on once the file
-// has been quiet for PinSettle), whenever hup delivers (wire it to SIGHUP with
+// Argo CD do, is seen; a change is read once the file has been quiet for
+// PinSettle since the last notification or the poll that saw it), whenever
+// hup delivers (wire it to SIGHUP with
 // signal.Notify; nil means none), and, after a failed load, every retry
 // interval. When no [PinFile.Load] has run, it loads first. It returns
 // ctx.Err() when ctx is done; load errors are logged and counted, never
@@ -307,6 +308,7 @@ func (p *PinFile) Watch(ctx context.Context, hup <-chan os.Signal) error {
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()
 	defer settle.Stop()
+	settling := false // the settle timer runs
 	lastTry := time.Now()
 	p.load.Lock()
 	loaded := p.loaded
@@ -335,17 +337,22 @@ func (p *PinFile) Watch(ctx context.Context, hup <-chan os.Signal) error {
 		case ev := <-events:
 			if filepath.Clean(ev.Name) == filepath.Clean(p.path) {
 				settle.Reset(PinSettle)
+				settling = true
 			}
 			continue
 		case <-settle.C:
+			settling = false
+			reload = p.changed()
 		case err := <-watchErrs:
 			p.log.Warn("watching the pin file", "pin_file", p.path, "err", err)
 			continue
 		case <-tick.C:
 			reload = failed && p.retry > 0 && time.Since(lastTry) >= p.retry
-		}
-		if !reload {
-			reload = p.changed()
+			if !reload && !settling && p.changed() {
+				// Seen by the poll: read it once it has settled too.
+				settle.Reset(PinSettle)
+				settling = true
+			}
 		}
 		if reload {
 			failed = p.Load(ctx) != nil

@@ -238,6 +238,40 @@ func TestPinFileLifecycle(t *testing.T) {
 	}
 }
 
+// TestPinFileWrittenInPlacePolled: with a poll every 5 ms, a pin file
+// written in place in two pieces 30 ms apart is still read once whole (the
+// poll that sees the first piece waits for the file to settle).
+func TestPinFileWrittenInPlacePolled(t *testing.T) {
+	w := newWorld(t)
+	a, b := w.push(policy("A"), true), w.push(policy("B"), true)
+	eng := engine.New()
+	defer eng.Close()
+	src, err := NewPinFile(w.pinPath(), w.cache, eng, WithLogger(quietLogger()), WithPollInterval(5*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.pin(a)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Watch(ctx, nil) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "A to be active", func() bool { d, _ := eng.Active(); return d == a.DigestStr() })
+	failures := src.Status().Failures
+	f, err := os.OpenFile(w.pinPath(), os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := "bundle: " + b.String() + "\npublicKey: cosign.pub\n"
+	f.WriteString(whole[:20])
+	time.Sleep(30 * time.Millisecond)
+	f.WriteString(whole[20:])
+	f.Close()
+	waitFor(t, "B to be active", func() bool { d, _ := eng.Active(); return d == b.DigestStr() })
+	if got := src.Status().Failures; got != failures {
+		t.Fatalf("a pin file written in place: %d failures, was %d", got, failures)
+	}
+}
+
 // TestOfflineNeedsEarlierVerification: with the registry down, a signed
 // digest that was never verified here is refused even when it is cached.
 func TestOfflineNeedsEarlierVerification(t *testing.T) {
