@@ -301,18 +301,22 @@ func keysInFile(keys, fileKeys []string) error {
 }
 
 // keyFromPinFile is key (a path from the working folder) as a new pin file
-// at pinFile records it: relative to the pin file's folder, so that the
-// pair can move together (a git checkout); an absolute key outside that
-// folder stays absolute.
+// at pinFile records it: a relative key relative to the pin file's folder
+// (../keys/a.pub when it lies outside), so that the pair can move together
+// (a git checkout); an absolute key inside that folder relative too, one
+// outside it absolute.
 func keyFromPinFile(pinFile, key string) string {
-	dir, errDir := filepath.Abs(filepath.Dir(pinFile))
-	abs, errKey := filepath.Abs(key)
-	if errDir != nil || errKey != nil {
-		return filepath.ToSlash(key)
+	abs, err := filepath.Abs(key)
+	if err != nil {
+		return filepath.ToSlash(key) // no working folder: key is all there is
+	}
+	dir, err := filepath.Abs(filepath.Dir(pinFile))
+	if err != nil {
+		return filepath.ToSlash(abs)
 	}
 	rel, err := filepath.Rel(dir, abs)
 	if err != nil || (filepath.IsAbs(key) && (rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)))) {
-		return filepath.ToSlash(key)
+		return filepath.ToSlash(abs) // another drive, or an absolute key outside the folder
 	}
 	return filepath.ToSlash(rel)
 }

@@ -301,7 +301,7 @@ func (p *Policy) decideOnce(ctx context.Context, in *bundles.Input, hold bool) (
 		if why == "" {
 			why = "Approvals are not configured on this proxy, so the call is denied."
 		}
-		v.Message = approvalRequired(msg) + " " + why
+		v.Message = approvalRequired(msg) + " " + why // audited as require_approval, the policy's decision
 	default:
 		outcome = bundles.Deny
 		v.Rule, v.Message = d.Rule, d.Message
