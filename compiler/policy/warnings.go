@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"math"
+	"regexp"
 	"strconv"
 )
 
@@ -21,8 +22,8 @@ func TextForm(v any) string {
 // likely not what its author meant, each at its place; `toolgate lint`
 // prints them and still passes. They change no decision:
 //
-//   - an eq, neq, in, not_in or contains value that is a quoted number a
-//     call's number never equals by text ("12345678" against 12345678,
+//   - an eq, neq, in or not_in value that is a quoted number a call's
+//     number never equals by text (leading zeros, a string id, aside) ("12345678" against 12345678,
 //     whose text form is 1.2345678e+07; "5.0" against 5): a blocklist
 //     written so lets the number through;
 //   - an increment_from whose rule does not refuse a negative amount
@@ -67,15 +68,17 @@ func serverWarnings(srv *Server) []Diagnostic {
 func quotedNumberNoCallEquals(c Condition) (string, bool) {
 	var values []any
 	switch c.Op {
-	case "eq", "neq", "contains":
+	case "eq", "neq":
 		values = []any{c.Value}
 	case "in", "not_in":
 		values, _ = c.Value.([]any)
 	}
+	// contains is left out: on a string argument it is a substring test,
+	// where a quoted number ("1.50") is what its author means.
 	for _, v := range values {
 		s, ok := v.(string)
-		if !ok {
-			continue
+		if !ok || (len(s) > 1 && s[0] == '0' && s[1] >= '0' && s[1] <= '9') {
+			continue // "02139", "007": a string id, meant as a string
 		}
 		if f, err := strconv.ParseFloat(s, 64); err == nil && !math.IsInf(f, 0) && !math.IsNaN(f) && TextForm(f) != s {
 			return s, true
@@ -85,7 +88,8 @@ func quotedNumberNoCallEquals(c Condition) (string, bool) {
 }
 
 // refusesNegative reports whether an enforced evaluate rule of srv that
-// every call of key passes through (one under key, or under "*") stops a
+// every call of key passes through (one under key, under a glob matching
+// it, or under "*") stops a
 // negative value at path in step 3, before counters are reserved: a
 // condition gt or gte a number ≥ 0.
 func refusesNegative(srv *Server, key, path string) bool {
@@ -94,7 +98,7 @@ func refusesNegative(srv *Server, key, path string) bool {
 			continue
 		}
 		for _, tl := range f.Tools {
-			if tl.Key != key && tl.Key != "*" {
+			if tl.Key != key && tl.Key != "*" && !globCovers(tl.Key, key) {
 				continue
 			}
 			for _, r := range tl.Rules {
@@ -110,4 +114,18 @@ func refusesNegative(srv *Server, key, path string) bool {
 		}
 	}
 	return false
+}
+
+// globCovers reports whether glob is a glob key matching every tool key
+// names: key is an exact name the glob matches.
+func globCovers(glob, key string) bool {
+	if !IsGlob(glob) || IsGlob(key) || key == "*" {
+		return false
+	}
+	re, err := GlobRegexp(glob)
+	if err != nil {
+		return false
+	}
+	ok, _ := regexp.MatchString(re, key)
+	return ok
 }

@@ -22,6 +22,8 @@ tools:
           - {path: args.plain, op: eq, value: "5"}
           - {path: args.big, op: eq, value: "1e+21"}
           - {path: args.word, op: neq, value: "five"}
+          - {path: args.zip, op: in, value: ["02139", "007"]}
+          - {path: args.price, op: contains, value: "1.50"}
           - {path: args.n, op: eq, value: 12345678}
   refund:
     rules:
@@ -48,6 +50,17 @@ tools:
         conditions:
           - {path: state.transfer.n, op: lte, value: 100}
         state: {counter: n, window: day, increment_from: args.n}
+  payout:
+    rules:
+      - name: payouts a day
+        conditions:
+          - {path: state.payout.cents, op: lte, value: 100}
+        state: {counter: cents, window: day, increment_from: args.cents}
+  "pay*":
+    rules:
+      - name: no negative payments
+        conditions:
+          - {path: args.cents, op: gte, value: 0}
   "*":
     rules:
       - name: shadow guard
@@ -70,9 +83,9 @@ tools:
 	want := []string{
 		`p/acct.yaml:7:13: warning: args.account_id not_in "12345678": a call's number 12345678 never equals this string (by text a number reads 1.2345678e+07); write the number without quotes to compare numbers`,
 		`p/acct.yaml:10:13: warning: args.code eq "5.0": a call's number 5.0 never equals this string (by text a number reads 5); write the number without quotes to compare numbers`,
-		`p/acct.yaml:17:9: warning: rule "budget": increment_from args.amount takes negative amounts too, which lower the counter; add {path: args.amount, op: gte, value: 0} to the conditions of a rule of "refund" to refuse them`,
-		`p/acct.yaml:26:9: warning: rule "half guarded": increment_from args.units takes negative amounts too, which lower the counter; add {path: args.units, op: gte, value: 0} to the conditions of a rule of "refund" to refuse them`,
-		`p/acct.yaml:46:9: warning: rule "everything": increment_from args.total takes negative amounts too, which lower the counter; add {path: args.total, op: gte, value: 0} to the conditions of a rule of "*" to refuse them`,
+		`p/acct.yaml:19:9: warning: rule "budget": increment_from args.amount takes negative amounts too, which lower the counter; add {path: args.amount, op: gte, value: 0} to the conditions of a rule of "refund" to refuse them`,
+		`p/acct.yaml:28:9: warning: rule "half guarded": increment_from args.units takes negative amounts too, which lower the counter; add {path: args.units, op: gte, value: 0} to the conditions of a rule of "refund" to refuse them`,
+		`p/acct.yaml:59:9: warning: rule "everything": increment_from args.total takes negative amounts too, which lower the counter; add {path: args.total, op: gte, value: 0} to the conditions of a rule of "*" to refuse them`,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
