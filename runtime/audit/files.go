@@ -71,27 +71,51 @@ func Files(path string) ([]string, error) {
 
 // ChainOrder returns files in chain order when they are files of one log —
 // FILE and its rotated FILE.NNNNNN, in any order, as a shell glob such as
-// FILE* lists them (FILE first) —: by number, then FILE. Files of several
-// names are returned in the order given.
+// FILE* lists them (FILE first) —: by number, then FILE. The live file is
+// the shortest name of which every other is a rotated file (so a log
+// named audit.1 is one too); without it, files that are all rotated files
+// of one name are ordered by number. Files of several names are returned
+// in the order given.
 func ChainOrder(files []string) []string {
+	if len(files) < 2 {
+		return files
+	}
+	clean := make([]string, len(files))
+	for i, f := range files {
+		clean[i] = filepath.Clean(f)
+	}
+	live := slices.MinFunc(clean, func(a, b string) int { return cmp.Compare(len(a), len(b)) })
+	if order, ok := rotatedOf(live, files, clean, true); ok {
+		return order
+	}
+	if dot := strings.LastIndexByte(live, '.'); dot > 0 {
+		if order, ok := rotatedOf(live[:dot], files, clean, false); ok {
+			return order
+		}
+	}
+	return files
+}
+
+// rotatedOf orders files (cleaned: clean) as the log at base, when each is
+// base's rotated file base.NNN, or base itself where withLive says it may
+// be; ok is false otherwise.
+func rotatedOf(base string, files, clean []string, withLive bool) ([]string, bool) {
 	type part struct {
-		path, base string
-		seq        int // -1 for the live file, which comes last
+		path string
+		seq  int // -1 for the live file, which comes last
 	}
 	parts := make([]part, len(files))
-	for i, f := range files {
-		parts[i] = part{f, f, -1}
-		if dot := strings.LastIndexByte(f, '.'); dot > 0 {
-			suffix := f[dot+1:]
-			if n, err := strconv.Atoi(suffix); err == nil && suffix != "" && strings.Trim(suffix, "0123456789") == "" {
-				parts[i] = part{f, f[:dot], n}
-			}
+	for i, c := range clean {
+		if withLive && c == base {
+			parts[i] = part{files[i], -1}
+			continue
 		}
-	}
-	for _, p := range parts {
-		if p.base != parts[0].base {
-			return files
+		suffix, ok := strings.CutPrefix(c, base+".")
+		n, err := strconv.Atoi(suffix)
+		if !ok || err != nil || suffix == "" || strings.Trim(suffix, "0123456789") != "" {
+			return nil, false
 		}
+		parts[i] = part{files[i], n}
 	}
 	slices.SortStableFunc(parts, func(a, b part) int {
 		if (a.seq < 0) != (b.seq < 0) {
@@ -103,7 +127,7 @@ func ChainOrder(files []string) []string {
 	for i, p := range parts {
 		out[i] = p.path
 	}
-	return out
+	return out, true
 }
 
 // syncDir fsyncs the directory holding path, so a rename in it survives a

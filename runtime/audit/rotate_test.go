@@ -539,6 +539,10 @@ func TestChainOrder(t *testing.T) {
 		{[]string{"b.log", "a.log.000001"}, []string{"b.log", "a.log.000001"}},
 		{[]string{"a.log.000002", "a.log.000001", "copy/a.log.000003"}, []string{"a.log.000002", "a.log.000001", "copy/a.log.000003"}},
 		{[]string{"x.2026", "x"}, []string{"x.2026", "x"}}, // "x.2026" is x's rotated file
+		{[]string{"audit.1", "audit.1.000002", "audit.1.000001"}, []string{"audit.1.000001", "audit.1.000002", "audit.1"}},
+		{[]string{"./a.log", "a.log.000001"}, []string{"a.log.000001", "./a.log"}},
+		{[]string{"a.log", "a.log.000001", "a.log.old"}, []string{"a.log", "a.log.000001", "a.log.old"}},
+		{[]string{"a.log"}, []string{"a.log"}},
 	} {
 		if got := ChainOrder(slices.Clone(tc.in)); !slices.Equal(got, tc.want) {
 			t.Errorf("ChainOrder(%q) = %q, want %q", tc.in, got, tc.want)
