@@ -246,7 +246,9 @@ func (p *parser) fields(m *yaml.Node, known []string, fn func(key string, k, v *
 		}
 		seen[k.Value] = true
 		if !contains(known, k.Value) {
-			if s := Suggest(k.Value, known); s != "" {
+			if k.Value == "cases" && strings.HasSuffix(p.f.Path, "_test.yml") {
+				p.errorf(posOf(k), "unknown field %q: policy tests are files named *_test.yaml (policy.md §1); this one is read as a policy, rename it", k.Value)
+			} else if s := Suggest(k.Value, known); s != "" {
 				p.errorf(posOf(k), "unknown field %q (did you mean %q?)", k.Value, s)
 			} else {
 				p.errorf(posOf(k), "unknown field %q (known here: %s)", k.Value, strings.Join(known, ", "))

@@ -139,6 +139,15 @@ func TestReadSources(t *testing.T) {
 	}
 }
 
+// TestTestFileNamedYml: a test file named *_test.yml is a policy, and lint
+// says to rename it.
+func TestTestFileNamedYml(t *testing.T) {
+	_, diags := Parse("policies/github_test.yml", []byte("cases:\n  - {name: a, tool: t, expect: allow}\n"))
+	if len(diags) == 0 || !strings.Contains(diags[0].String(), "policies/github_test.yml:1:1: unknown field \"cases\": policy tests are files named *_test.yaml") {
+		t.Fatalf("diagnostics: %v", diags)
+	}
+}
+
 func TestIsTestFile(t *testing.T) {
 	for name, want := range map[string]bool{
 		"github_test.yaml": true, "github_test.yml": false, "github.yaml": false,
