@@ -138,6 +138,22 @@ func (w *world) pin(d name.Digest) {
 	}
 }
 
+// pinInPlace writes the pin file naming d in place, as some editors do:
+// truncated, then written in two pieces 30 ms apart, the first of which
+// does not parse.
+func (w *world) pinInPlace(d name.Digest) {
+	w.t.Helper()
+	f, err := os.OpenFile(w.pinPath(), os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer f.Close()
+	whole := "bundle: " + d.String() + "\npublicKey: cosign.pub\n"
+	f.WriteString(whole[:20])
+	time.Sleep(30 * time.Millisecond)
+	f.WriteString(whole[20:])
+}
+
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // waitFor polls cond until it holds or 20 s pass.
@@ -192,18 +208,10 @@ func TestPinFileLifecycle(t *testing.T) {
 		t.Fatalf("rm under B: %+v", v)
 	}
 
-	// A pin file written in place, in two pieces 20 ms apart (as some
-	// editors write): read once whole, not refused half-written first.
+	// A pin file written in place, in two pieces (as some editors write):
+	// read once whole, not refused half-written first.
 	failures, swaps := src.Status().Failures, src.Status().Swaps
-	f, err := os.OpenFile(w.pinPath(), os.O_WRONLY|os.O_TRUNC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	whole := "bundle: " + a.String() + "\npublicKey: cosign.pub\n"
-	f.WriteString(whole[:20])
-	time.Sleep(20 * time.Millisecond)
-	f.WriteString(whole[20:])
-	f.Close()
+	w.pinInPlace(a)
 	waitFor(t, "A to be active again", func() bool { d, _ := eng.Active(); return d == a.DigestStr() })
 	if st := src.Status(); st.Failures != failures || st.Swaps != swaps+1 {
 		t.Fatalf("a pin file written in place: %d failures (was %d), %d swaps (was %d)", st.Failures, failures, st.Swaps, swaps)
@@ -257,15 +265,7 @@ func TestPinFileWrittenInPlacePolled(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	waitFor(t, "A to be active", func() bool { d, _ := eng.Active(); return d == a.DigestStr() })
 	failures := src.Status().Failures
-	f, err := os.OpenFile(w.pinPath(), os.O_WRONLY|os.O_TRUNC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	whole := "bundle: " + b.String() + "\npublicKey: cosign.pub\n"
-	f.WriteString(whole[:20])
-	time.Sleep(30 * time.Millisecond)
-	f.WriteString(whole[20:])
-	f.Close()
+	w.pinInPlace(b)
 	waitFor(t, "B to be active", func() bool { d, _ := eng.Active(); return d == b.DigestStr() })
 	if got := src.Status().Failures; got != failures {
 		t.Fatalf("a pin file written in place: %d failures, was %d", got, failures)
