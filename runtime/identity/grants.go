@@ -102,15 +102,15 @@ func (g *Grants) reload() error {
 	return nil
 }
 
-// GrantsSettle is how long [Grants.Watch] waits after the last change
-// notification for the grants file before reading it.
-const GrantsSettle = 150 * time.Millisecond
+// GrantsSettle is how long [Grants.Watch] waits, after it first learns
+// that the grants file changed, before reading it (so that a file written
+// in place is read whole; later changes do not restart the wait).
+const GrantsSettle = 50 * time.Millisecond
 
 // Watch reloads the grants file whenever its contents differ from what the
-// last load read, once the file has been quiet for GrantsSettle since a
-// file-system notification for it (its folder is watched, since git and
-// sync tools replace files by rename) or since a poll (a safety net) saw
-// it change. It returns ctx.Err() when ctx is
+// last load read, GrantsSettle after a file-system notification for it
+// (its folder is watched, since git and sync tools replace files by
+// rename) or a poll (a safety net) first saw it change. It returns ctx.Err() when ctx is
 // done; load errors are logged, never returned.
 func (g *Grants) Watch(ctx context.Context) error {
 	tick := time.NewTicker(g.s.poll)
@@ -127,9 +127,9 @@ func (g *Grants) Watch(ctx context.Context) error {
 			events, watchErrs = w.Events, w.Errors
 		}
 	}
-	// A notification starts (or restarts) the settle timer; the file is
-	// read when it fires, so one written in place is read whole (a
-	// half-written file would drop the grants not yet written).
+	// A change starts the settle timer; the file is read when it fires,
+	// so one written in place is read whole (a half-written file would
+	// drop the grants not yet written).
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()
 	defer settle.Stop()
@@ -143,7 +143,7 @@ func (g *Grants) Watch(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case ev := <-events:
-			if filepath.Clean(ev.Name) == filepath.Clean(g.path) {
+			if filepath.Clean(ev.Name) == filepath.Clean(g.path) && !settling {
 				settle.Reset(GrantsSettle)
 				settling = true
 			}

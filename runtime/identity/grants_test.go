@@ -236,7 +236,7 @@ func TestGrantsHotReload(t *testing.T) {
 }
 
 // TestGrantsWrittenInPlace: a grants file written in place, in two pieces
-// 30 ms apart (as some editors write), is read once whole: the first piece
+// 10 ms apart (as some editors write), is read once whole: the first piece
 // alone does not parse, and is never read — neither on the notification
 // nor by the poll (every 5 ms here, so one falls between the pieces).
 func TestGrantsWrittenInPlace(t *testing.T) {
@@ -271,7 +271,7 @@ func TestGrantsWrittenInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.WriteString(whole[:30])
-	time.Sleep(30 * time.Millisecond)
+	time.Sleep(10 * time.Millisecond)
 	f.WriteString(whole[30:])
 	f.Close()
 	eventually(t, "alice works", func() bool { _, err := g.Authenticate(bearer(alice), "github"); return err == nil })

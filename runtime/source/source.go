@@ -269,15 +269,16 @@ func (p *PinFile) markerPath(digest string, keys [][]byte) string {
 	return filepath.Join(p.cache.Dir(), "verified", hexDigest+"-"+hex.EncodeToString(set[:8]))
 }
 
-// PinSettle is how long [PinFile.Watch] waits after the last change
-// notification for the pin file before reading it.
-const PinSettle = 150 * time.Millisecond
+// PinSettle is how long [PinFile.Watch] waits before it reads again, and
+// only then refuses, a changed pin file that does not parse (it may be
+// being written in place); one that parses is loaded at once. Later
+// changes do not restart the wait.
+const PinSettle = 50 * time.Millisecond
 
 // Watch loads the pin file again whenever its contents differ from what the
 // last load read (the file is polled, so one replaced by rename, as git and
-// Argo CD do, is seen; a change is read once the file has been quiet for
-// PinSettle since the last notification or the poll that saw it), whenever
-// hup delivers (wire it to SIGHUP with
+// Argo CD do, is seen; a change that does not parse yet is read again
+// after PinSettle before it is refused), whenever hup delivers (wire it to SIGHUP with
 // signal.Notify; nil means none), and, after a failed load, every retry
 // interval. When no [PinFile.Load] has run, it loads first. It returns
 // ctx.Err() when ctx is done; load errors are logged and counted, never
@@ -302,9 +303,10 @@ func (p *PinFile) Watch(ctx context.Context, hup <-chan os.Signal) error {
 			events, watchErrs = w.Events, w.Errors
 		}
 	}
-	// An event starts (or restarts) the settle timer; the file is read
-	// when it fires, so one written in place (truncated, then written in
-	// pieces, as some editors do) is read whole.
+	// A changed file that does not parse may be one being written in
+	// place (truncated, then written in pieces, as some editors do): it is
+	// read again once PinSettle has passed, and only then refused. A file
+	// that parses is loaded at once.
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()
 	defer settle.Stop()
@@ -323,7 +325,7 @@ func (p *PinFile) Watch(ctx context.Context, hup <-chan os.Signal) error {
 		lastTry = time.Now()
 	}
 	for {
-		reload := false
+		reload, changed := false, false
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -335,11 +337,10 @@ func (p *PinFile) Watch(ctx context.Context, hup <-chan os.Signal) error {
 			p.log.Info("SIGHUP: loading the bundle again", "source", p.name())
 			reload = true
 		case ev := <-events:
-			if filepath.Clean(ev.Name) == filepath.Clean(p.path) {
-				settle.Reset(PinSettle)
-				settling = true
+			if filepath.Clean(ev.Name) != filepath.Clean(p.path) {
+				continue
 			}
-			continue
+			changed = p.changed()
 		case <-settle.C:
 			settling = false
 			reload = p.changed()
@@ -348,8 +349,12 @@ func (p *PinFile) Watch(ctx context.Context, hup <-chan os.Signal) error {
 			continue
 		case <-tick.C:
 			reload = failed && p.retry > 0 && time.Since(lastTry) >= p.retry
-			if !reload && !settling && p.changed() {
-				// Seen by the poll: read it once it has settled too.
+			changed = !reload && p.changed()
+		}
+		if changed {
+			if p.parses() {
+				reload = true
+			} else if !settling {
 				settle.Reset(PinSettle)
 				settling = true
 			}
@@ -359,6 +364,16 @@ func (p *PinFile) Watch(ctx context.Context, hup <-chan os.Signal) error {
 			lastTry = time.Now()
 		}
 	}
+}
+
+// parses reports whether the pin file reads as a valid pin file.
+func (p *PinFile) parses() bool {
+	raw, err := os.ReadFile(p.path)
+	if err != nil {
+		return false
+	}
+	_, err = pin.Parse(raw)
+	return err == nil
 }
 
 // changed reports whether the pin file differs from the one last loaded.

@@ -139,7 +139,7 @@ func (w *world) pin(d name.Digest) {
 }
 
 // pinInPlace writes the pin file naming d in place, as some editors do:
-// truncated, then written in two pieces 30 ms apart, the first of which
+// truncated, then written in two pieces 10 ms apart, the first of which
 // does not parse.
 func (w *world) pinInPlace(d name.Digest) {
 	w.t.Helper()
@@ -150,7 +150,7 @@ func (w *world) pinInPlace(d name.Digest) {
 	defer f.Close()
 	whole := "bundle: " + d.String() + "\npublicKey: cosign.pub\n"
 	f.WriteString(whole[:20])
-	time.Sleep(30 * time.Millisecond)
+	time.Sleep(10 * time.Millisecond)
 	f.WriteString(whole[20:])
 }
 
@@ -247,7 +247,7 @@ func TestPinFileLifecycle(t *testing.T) {
 }
 
 // TestPinFileWrittenInPlacePolled: with a poll every 5 ms, a pin file
-// written in place in two pieces 30 ms apart is still read once whole (the
+// written in place in two pieces 10 ms apart is still read once whole (the
 // poll that sees the first piece waits for the file to settle).
 func TestPinFileWrittenInPlacePolled(t *testing.T) {
 	w := newWorld(t)
