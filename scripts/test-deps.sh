@@ -23,6 +23,7 @@ apt_missing=()
 [ -x /usr/bin/docker-registry ] || apt_missing+=(docker-registry)
 [ -x /usr/bin/redis-server ] || apt_missing+=(redis-server)
 command -v npm >/dev/null || apt_missing+=(nodejs npm)
+command -v python3 >/dev/null || apt_missing+=(python3) # a text-mode stdio server (TestTextModeServer)
 if [ ${#apt_missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" = 0 ]; then
 		echo "test-deps: installing ${apt_missing[*]} (apt-get)"

@@ -60,9 +60,11 @@ const (
 // (the server's stream) and DELETE (the end of a session) are forwarded;
 // other methods are refused with 405.
 //
-// Headers: the request's Content-Type, Accept, Last-Event-ID, User-Agent,
-// trace context (traceparent, tracestate, baggage) and every Mcp-* header
-// (Mcp-Session-Id, MCP-Protocol-Version, …) are forwarded. Nothing else is;
+// Headers: the request's Accept, Last-Event-ID, User-Agent, trace context
+// (traceparent, tracestate, baggage) and every Mcp-* header
+// (Mcp-Session-Id, MCP-Protocol-Version, …) are forwarded; a POST goes on
+// as Content-Type application/json (the proxy reads bodies as UTF-8 JSON
+// and refuses, with 415, a POST that names another charset or media type). Nothing else is;
 // in particular the client's Authorization and Cookie headers never reach
 // the server: credentials for the server are the proxy's business, not the
 // client's. The server's response headers are returned but for hop-by-hop
@@ -232,6 +234,11 @@ func (h *HTTP) identity(r *http.Request) bundles.Identity {
 }
 
 func (h *HTTP) servePOST(w http.ResponseWriter, r *http.Request) {
+	if msg := unreadableBodyType(r.Header.Get("Content-Type")); msg != "" {
+		h.log.Warn("client message refused", "content_type", r.Header.Get("Content-Type"))
+		writeJSON(w, http.StatusUnsupportedMediaType, appendError(nil, nil, codeInvalidRequest, msg))
+		return
+	}
 	body, err := readBody(r.Body, r.ContentLength, h.maxBody)
 	if err != nil {
 		if errors.Is(err, errTooLarge) {
@@ -427,6 +434,10 @@ func (h *HTTP) forward(w http.ResponseWriter, x *exchange, body []byte) {
 		return
 	}
 	h.headers(out.Header, x.r.Header)
+	// The body the proxy decided on is UTF-8 JSON; the server must read it
+	// so, whatever charset the client named (one that decoded it as UTF-7
+	// could read another message in it).
+	out.Header["Content-Type"] = jsonType
 	resp, err := h.send(out)
 	if err != nil {
 		h.upstreamFailed(w, x, err)
@@ -888,11 +899,33 @@ func mediaType(ct string) string {
 	return ct
 }
 
+// unreadableBodyType says why a POST whose Content-Type is ct is refused,
+// or "" when it is not: the proxy reads every body as UTF-8 JSON, so a
+// body in another charset would mean one message to the proxy and another
+// to a server that honoured the charset. A missing Content-Type, or one
+// without a charset, is read as UTF-8 JSON.
+func unreadableBodyType(ct string) string {
+	if ct == "" {
+		return ""
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return "unsupported Content-Type: send application/json"
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
+		return "unsupported charset " + strconv.Quote(cs) + ": MCP messages are UTF-8 JSON (send application/json)"
+	}
+	if mt != "application/json" && !strings.HasSuffix(mt, "+json") {
+		return "unsupported Content-Type " + strconv.Quote(mt) + ": send application/json"
+	}
+	return ""
+}
+
 // copyRequestHeaders copies the headers [HTTP] forwards (see its doc).
 func copyRequestHeaders(dst, src http.Header) {
 	for k, vv := range src {
 		switch k {
-		case "Content-Type", "Accept", "Last-Event-Id", "User-Agent", "Traceparent", "Tracestate", "Baggage":
+		case "Accept", "Last-Event-Id", "User-Agent", "Traceparent", "Tracestate", "Baggage":
 		default:
 			if !strings.HasPrefix(k, "Mcp-") {
 				continue

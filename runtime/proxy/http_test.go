@@ -15,6 +15,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1376,5 +1377,57 @@ func TestHTTPAnsweredStreamIsNoUpstreamError(t *testing.T) {
 	hpPost(t, p.URL, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_file","arguments":{}}}`)
 	if n := failures.Load(); n != 1 {
 		t.Errorf("a call whose stream ended without its answer counted %d upstream failure(s), want 1", n)
+	}
+}
+
+// TestHTTPBodyCharset: the proxy reads every POST body as UTF-8 JSON, so
+// the server must too. A body declared in another charset (UTF-7 can hide
+// a second method member in what UTF-8 reads as a string) or media type
+// is refused with 415 and never reaches the server; an accepted one goes
+// on as application/json whatever parameters the client gave.
+func TestHTTPBodyCharset(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string // Content-Types the server got
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("Content-Type"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":7,"result":{}}`)
+	}))
+	defer up.Close()
+	p := newHPProxy(t, up.URL, nil, nil)
+	smuggled := `{"jsonrpc":"2.0","id":7,"method":"ping","params":{"name":"delete_repo"},"x":"+ACIALAAiAG0AZQB0AGgAbwBkACIAOgAiAHQAbwBvAGwAcwAvAGMAYQBsAGwAIgAsACIAeQAiADoAIg-"}`
+	for _, tc := range []struct {
+		ct   string
+		want int
+	}{
+		{"application/json; charset=utf-7", http.StatusUnsupportedMediaType},
+		{"application/json;charset=UTF-16", http.StatusUnsupportedMediaType},
+		{"text/plain", http.StatusUnsupportedMediaType},
+		{"application/json; charset=", http.StatusUnsupportedMediaType},
+		{"application/json; charset=UTF-8", http.StatusOK},
+		{"application/json", http.StatusOK},
+		{"", http.StatusOK},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, p.URL, strings.NewReader(smuggled))
+		if tc.ct != "" {
+			req.Header.Set("Content-Type", tc.ct)
+		}
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("Content-Type %q: status %d (%s), want %d", tc.ct, resp.StatusCode, body, tc.want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"application/json", "application/json", "application/json"}; !slices.Equal(seen, want) {
+		t.Errorf("the server got Content-Types %q, want %q (three accepted POSTs, each as UTF-8 JSON)", seen, want)
 	}
 }

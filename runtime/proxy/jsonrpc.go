@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -179,6 +180,84 @@ func validID(id json.RawMessage) bool {
 		return true
 	}
 	return false
+}
+
+// idKey returns the key the proxy knows a request id by (id: a valid JSON
+// value). A server decodes ids before it echoes them, so ids that decode
+// alike must share a key — "a" and "\u0061"; 1, 1.0, 1e0 and
+// 1.000000000000000001; 0 and -0 — or one request's answer could be taken
+// for another's (a client could have an allowed call's counters rolled
+// back by the error answering a bogus request). The key is id itself when
+// it is plain (a string of ASCII without escapes, an integer of at most 15
+// digits other than -0), else the canonical JSON of its decoded value: a
+// string re-encoded with only the escapes JSON requires, a number as
+// its float64's shortest decimal (as a server in JavaScript reads it).
+// Other values (null, objects in a notification's requestId) are their
+// own key.
+func idKey(id []byte) []byte {
+	if len(id) == 0 {
+		return id
+	}
+	switch c := id[0]; {
+	case c == '"':
+		inner := id[1 : len(id)-1]
+		for _, b := range inner {
+			if b == '\\' || b >= utf8.RuneSelf {
+				var buf [64]byte
+				decoded, _ := appendUnquoted(buf[:0], id)
+				return appendCanonicalString(make([]byte, 0, len(decoded)+2), decoded)
+			}
+		}
+		return id
+	case c == '-' || (c >= '0' && c <= '9'):
+		digits := id
+		if c == '-' {
+			digits = id[1:]
+		}
+		plain := len(digits) <= 15 && string(id) != "-0"
+		for _, b := range digits {
+			plain = plain && b >= '0' && b <= '9'
+		}
+		if plain {
+			return id
+		}
+		f, err := strconv.ParseFloat(string(id), 64)
+		if err != nil { // beyond float64's range: one key per spelling
+			return id
+		}
+		if f == 0 {
+			f = 0 // -0 reads as 0
+		}
+		return strconv.AppendFloat(nil, f, 'f', -1, 64)
+	}
+	return id
+}
+
+// appendCanonicalString appends s (valid UTF-8) as a JSON string literal
+// with only the escapes JSON requires: quote, backslash and control
+// characters.
+func appendCanonicalString(dst, s []byte) []byte {
+	dst = append(dst, '"')
+	for _, c := range s {
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&15])
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// blankCRs turns every carriage return in line into a space.
+func blankCRs(line []byte) {
+	for i := bytes.IndexByte(line, '\r'); i >= 0; i = bytes.IndexByte(line, '\r') {
+		line[i] = ' '
+	}
 }
 
 // stringOrNull says whether a member's raw value, if present, is a string

@@ -507,6 +507,14 @@ func (p *Stdio) fromClient(ctx context.Context, b *batch, line []byte, tooLong b
 		p.Logger.Warn("client message too long", "limit_bytes", p.MaxLine)
 		return b.toClient(appendError(nil, nil, codeInvalidRequest, fmt.Sprintf("message longer than %d bytes", p.MaxLine)))
 	}
+	// A raw CR is JSON whitespace, but a server reading its input in text
+	// mode (Python's MCP SDK) also ends a line at one: a client could hide
+	// a second message, unseen by the policy, behind it. In a line that
+	// is valid JSON a raw CR can only be whitespace, so it goes on as a
+	// space.
+	if bytes.IndexByte(line, '\r') >= 0 {
+		blankCRs(line)
+	}
 	m, k, code := classifyView(line) // m's fields are views into line
 	if k == kindInvalid {
 		p.Logger.Warn("malformed client message", "code", code, "bytes", len(line))
@@ -530,8 +538,9 @@ func (p *Stdio) fromClient(ctx context.Context, b *batch, line []byte, tooLong b
 	}
 	switch k {
 	case kindRequest:
+		idk := idKey(m.ID)
 		p.mu.Lock()
-		old, inUse := p.pending[string(m.ID)]
+		old, inUse := p.pending[string(idk)]
 		listing := p.listing != nil
 		p.mu.Unlock()
 		if inUse {
@@ -541,8 +550,12 @@ func (p *Stdio) fromClient(ctx context.Context, b *batch, line []byte, tooLong b
 			}
 			return b.toClientAppend(func(dst []byte) []byte { return appendError(dst, m.ID, codeInvalidRequest, msg) })
 		}
-		key := string(m.ID)
-		c := pendingCall{id: json.RawMessage(key), method: *m.Method}
+		key := string(idk)
+		id := json.RawMessage(key) // the id as the client wrote it, for the proxy's own answers
+		if len(idk) != len(m.ID) || &idk[0] != &m.ID[0] {
+			id = bytes.Clone(m.ID)
+		}
+		c := pendingCall{id: id, method: *m.Method}
 		if c.method == "tools/call" {
 			if listing { // calls wait behind it, in order
 				if queued, err := p.awaitListing(b, c, line, false); queued || err != nil {
@@ -756,11 +769,12 @@ func (p *Stdio) fromServer(ctx context.Context, b *batch, line []byte, tooLong b
 
 // take removes and returns the pending request with this id.
 func (p *Stdio) take(id json.RawMessage) (pendingCall, bool) {
+	k := idKey(id)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	c, ok := p.pending[string(id)]
+	c, ok := p.pending[string(k)]
 	if ok {
-		delete(p.pending, string(id))
+		delete(p.pending, string(k))
 	}
 	return c, ok
 }

@@ -96,17 +96,18 @@ func (p *Stdio) newListing() *stdioListing {
 // notifications/cancelled names it) when it waits on the listing: the
 // server never got it, and MCP answers no cancelled request.
 func (p *Stdio) cancelWaiting(id json.RawMessage) {
+	k := idKey(id)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c, ok := p.pending[string(id)]; ok && c.waits {
-		delete(p.pending, string(id)) // being released: skipped there
+	if c, ok := p.pending[string(k)]; ok && c.waits {
+		delete(p.pending, string(k)) // being released: skipped there
 	}
 	l := p.listing
 	if l == nil {
 		return
 	}
 	for i, w := range l.waiting {
-		if w.key == string(id) {
+		if w.key == string(k) {
 			l.waiting = append(l.waiting[:i], l.waiting[i+1:]...)
 			delete(p.pending, w.key)
 			return

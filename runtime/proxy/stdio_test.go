@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -625,5 +626,90 @@ func BenchmarkStdioMessages(b *testing.B) {
 				b.Fatalf("%d calls still pending", len(p.pending))
 			}
 		})
+	}
+}
+
+// TestCRNeverReachesServer: a raw CR is JSON whitespace to the proxy but a
+// line end to a server reading text mode (Python's MCP SDK): a client must
+// not hide a tools/call the policy never sees behind one. The line goes on
+// with each CR as a space.
+func TestCRNeverReachesServer(t *testing.T) {
+	h := newHarness(t, func(in *bundles.Input) Verdict { return Verdict{Message: "no"} })
+	smuggle := "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"x\":\r" +
+		"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"delete_repo\",\"arguments\":{}}}\r}}"
+	h.fromClient(smuggle)
+	got := h.serverGets()
+	if strings.ContainsRune(got, '\r') || got != strings.ReplaceAll(smuggle, "\r", " ") {
+		t.Fatalf("server got %q, want the line with each CR a space", got)
+	}
+	// A CR-LF line end is a line end, as before.
+	h.fromClient("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\r")
+	if got := h.serverGets(); got != `{"jsonrpc":"2.0","method":"notifications/initialized"}` {
+		t.Fatalf("server got %q", got)
+	}
+}
+
+// TestIDAliases: ids a server decodes alike ("a" and "\u0061", 1 and 1.0)
+// are one id to the proxy: the second is refused while the first is
+// pending, so the error answering a bogus request cannot be taken for an
+// allowed call's and roll its counters back.
+func TestIDAliases(t *testing.T) {
+	h := newHarness(t, allowAll)
+	for _, ids := range [][2]string{{`"\u0061"`, `"a"`}, {`1.0`, `1`}, {`-0`, `0`}, {`"\u00e9"`, `"é"`}} {
+		h.fromClient(`{"jsonrpc":"2.0","id":` + ids[0] + `,"method":"nope"}`)
+		if got := h.serverGets(); !strings.Contains(got, `"method":"nope"`) {
+			t.Fatalf("server got %s", got)
+		}
+		h.fromClient(`{"jsonrpc":"2.0","id":` + ids[1] + `,"method":"tools/call","params":{"name":"echo"}}`)
+		if got := h.clientGets(); !strings.Contains(got, "already in use") {
+			t.Fatalf("%s while %s is pending: client got %s, want it refused", ids[1], ids[0], got)
+		}
+		// The server answers the bogus request, echoing the id decoded.
+		h.fromServer(`{"jsonrpc":"2.0","id":` + ids[1] + `,"error":{"code":-32601,"message":"Method not found"}}`)
+		if got := h.clientGets(); !strings.Contains(got, "Method not found") {
+			t.Fatalf("client got %s", got)
+		}
+		// Now the call goes through and its answer commits it.
+		h.fromClient(`{"jsonrpc":"2.0","id":` + ids[1] + `,"method":"tools/call","params":{"name":"echo"}}`)
+		if got := h.serverGets(); !strings.Contains(got, `"tools/call"`) {
+			t.Fatalf("server got %s", got)
+		}
+		h.fromServer(`{"jsonrpc":"2.0","id":` + ids[1] + `,"result":{"content":[]}}`)
+		h.clientGets()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !slices.Equal(h.doneCalls, []bool{true, true, true, true}) {
+		t.Errorf("outcomes %v: want each call committed once, never rolled back by another request's error", h.doneCalls)
+	}
+}
+
+func TestIDKey(t *testing.T) {
+	for _, tc := range [][]string{
+		{`"a"`, `"\u0061"`, `"\u0061"`},
+		{`"é"`, `"\u00e9"`, `"\u00E9"`},
+		{`"a\"b"`, `"a\u0022b"`},
+		{`"\\"`, `"\u005c"`},
+		{`"\n"`, `"\u000a"`, `"\u000A"`},
+		{`1`, `1.0`, `1e0`, `10e-1`, `1.000000000000000001`},
+		{`0`, `-0`, `0.0`, `-0e5`},
+		{`-7`, `-7.0`, `-0.7e1`},
+		{`100000000000000`, `1e14`},
+		{`9007199254740992`, `9007199254740993`},
+	} {
+		want := string(idKey([]byte(tc[0])))
+		for _, id := range tc[1:] {
+			if got := string(idKey([]byte(id))); got != want {
+				t.Errorf("idKey(%s) = %s, want %s (as idKey(%s))", id, got, want, tc[0])
+			}
+		}
+		if again := string(idKey([]byte(want))); again != want {
+			t.Errorf("idKey(%s) = %s: not its own key", want, again)
+		}
+	}
+	for _, pair := range [][2]string{{`"1"`, `1`}, {`"a"`, `"A"`}, {`1`, `2`}, {`"0"`, `0`}, {`"a "`, `"a"`}} {
+		if string(idKey([]byte(pair[0]))) == string(idKey([]byte(pair[1]))) {
+			t.Errorf("idKey(%s) == idKey(%s): different ids share a key", pair[0], pair[1])
+		}
 	}
 }
