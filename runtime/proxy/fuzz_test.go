@@ -255,6 +255,7 @@ func FuzzStdioClient(f *testing.F) {
 		"{\"jsonrpc\":\"2.0\",\"id\":6,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"x\":\"" + strings.Repeat("y", 300) + "\"}}}\n",
 		"{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\",\"params\":{\"name\":\"\\u0065cho\"}}\n{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\"}",
 		"[{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"tools/call\",\"params\":{\"name\":\"deny\"}}]\nnot json\n",
+		"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"x\":\r{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"tools/call\",\"params\":{\"name\":\"deny\"}}\r}}\n",
 	} {
 		f.Add([]byte(s), []byte{7, 0, 200, 63})
 	}
@@ -327,6 +328,9 @@ func checkOneLine(t *testing.T, l []byte, tooLong bool, toClient, toServer []byt
 	t.Helper()
 	answers := bytes.Count(toClient, []byte("\n"))
 	forwards := bytes.Count(toServer, []byte("\n"))
+	if bytes.IndexByte(toServer, '\r') >= 0 {
+		t.Fatalf("a CR reached the server (a line end to a text-mode reader): %q", toServer)
+	}
 	if answers+forwards > 1 {
 		t.Fatalf("%q: %d answers and %d forwards", l, answers, forwards)
 	}
