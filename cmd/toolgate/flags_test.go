@@ -37,3 +37,18 @@ func TestRedisOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisCounterPrefix: no two servers' counter keys can meet; plain
+// names keep the prefix they always had.
+func TestRedisCounterPrefix(t *testing.T) {
+	if got := redisCounterPrefix("github"); got != "toolgate:counters:github:" {
+		t.Errorf("github: %q", got)
+	}
+	a, ab := redisCounterPrefix("a")+"b:x.c", redisCounterPrefix("a:b")+"x.c"
+	if a == ab {
+		t.Errorf("server a, tool b:x and server a:b, tool x share the key %q", a)
+	}
+	if got := redisCounterPrefix("a/b c"); got != "toolgate:counters:a%2Fb%20c:" {
+		t.Errorf("a/b c: %q", got)
+	}
+}

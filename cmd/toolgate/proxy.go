@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -433,6 +434,14 @@ func swapBytes(ctx context.Context, eng *engine.Engine, name string, raw []byte,
 // openCounters opens the counter store --state names. Counters are per
 // server: each server's proxy keeps them in its own subfolder of
 // --state-dir.
+// redisCounterPrefix starts the Redis keys of server's counters. The name
+// is escaped, ':' included, so that no two servers' keys can meet (server
+// "a" with tool "b:x" and server "a:b" with tool "x" shared keys when ':'
+// was left as it is).
+func redisCounterPrefix(server string) string {
+	return counters.DefaultRedisKeyPrefix + strings.ReplaceAll(url.PathEscape(server), ":", "%3A") + ":"
+}
+
 func openCounters(cmd *cobra.Command, pf *proxyFlags, logger *slog.Logger) (proxy.Counters, func(), error) {
 	switch pf.stateKind {
 	case "memory":
@@ -442,7 +451,7 @@ func openCounters(cmd *cobra.Command, pf *proxyFlags, logger *slog.Logger) (prox
 		if err != nil {
 			return nil, nil, usageError{fmt.Errorf("--redis: %w", err)}
 		}
-		opts.KeyPrefix = counters.DefaultRedisKeyPrefix + url.PathEscape(pf.server) + ":"
+		opts.KeyPrefix = redisCounterPrefix(pf.server)
 		opts.Timeout, opts.FailOpen, opts.Logger = pf.redisTimeout, pf.redisFailOpen, logger
 		r, err := counters.OpenRedis(opts)
 		if err != nil {
