@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/toolgate/toolgate/bundles"
 	"github.com/toolgate/toolgate/bundles/oci"
@@ -41,13 +42,36 @@ func (f *registryFlags) options() []oci.Option {
 	return opts
 }
 
-// cosignPassword reads COSIGN_PASSWORD as cosign does; it may be set empty.
-func cosignPassword() ([]byte, error) {
-	pw, ok := os.LookupEnv("COSIGN_PASSWORD")
-	if !ok {
-		return nil, usageError{errors.New("set COSIGN_PASSWORD to the private key's password (COSIGN_PASSWORD= for none)")}
+// cosignPassword reads the private key's password as cosign does: from
+// COSIGN_PASSWORD (which may be set empty), else, when stdin is a
+// terminal, from a prompt on stderr without echo — twice when confirm is
+// set (a new key). Without either it is bad usage.
+func cosignPassword(confirm bool) ([]byte, error) {
+	if pw, ok := os.LookupEnv("COSIGN_PASSWORD"); ok {
+		return []byte(pw), nil
 	}
-	return []byte(pw), nil
+	fd := int(os.Stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return nil, usageError{errors.New("set COSIGN_PASSWORD to the private key's password (COSIGN_PASSWORD= for none), or run on a terminal to be asked")}
+	}
+	fmt.Fprint(os.Stderr, "Enter password for private key: ")
+	pw, err := term.ReadPassword(fd)
+	fmt.Fprintln(os.Stderr)
+	if err != nil {
+		return nil, fmt.Errorf("reading the password: %w", err)
+	}
+	if confirm {
+		fmt.Fprint(os.Stderr, "Enter password for private key again: ")
+		again, err := term.ReadPassword(fd)
+		fmt.Fprintln(os.Stderr)
+		if err != nil {
+			return nil, fmt.Errorf("reading the password: %w", err)
+		}
+		if string(again) != string(pw) {
+			return nil, usageError{errors.New("the passwords differ")}
+		}
+	}
+	return pw, nil
 }
 
 func readKeys(paths []string) ([][]byte, error) {
@@ -74,10 +98,10 @@ func keygenCmd() *cobra.Command {
 		Use:   "keygen",
 		Short: "Write a cosign-compatible key pair (PREFIX.key, PREFIX.pub)",
 		Long: "Keygen writes an ECDSA P-256 key pair in cosign's format; the private key is encrypted\n" +
-			"with COSIGN_PASSWORD, as `cosign generate-key-pair` does.",
+			"with COSIGN_PASSWORD, or a password asked for on the terminal, as `cosign generate-key-pair` does.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			pw, err := cosignPassword()
+			pw, err := cosignPassword(true)
 			if err != nil {
 				return err
 			}
@@ -155,7 +179,7 @@ func signDigest(cmd *cobra.Command, ref, keyPath string, rf *registryFlags) erro
 	if err != nil {
 		return fmt.Errorf("reading private key: %w", err)
 	}
-	pw, err := cosignPassword()
+	pw, err := cosignPassword(false)
 	if err != nil {
 		return err
 	}

@@ -488,3 +488,69 @@ func TestBrokenTestFile(t *testing.T) {
 		t.Fatalf("exit %d, stdout %q; want a FAIL line for bad_test.yaml and 1 passed, 1 failed", r.code, r.stdout)
 	}
 }
+
+// TestKeygenPrompts: without COSIGN_PASSWORD, on a terminal, keygen asks
+// for the password twice without echoing it, and the key it writes opens
+// with that password only; without a terminal it says how to give one.
+func TestKeygenPrompts(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatal("python3 is needed for this test (a pseudo-terminal): make test-deps installs it")
+	}
+	dir := t.TempDir()
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "COSIGN_PASSWORD=") {
+			env = append(env, kv)
+		}
+	}
+	// keygen on a pseudo-terminal, answering its prompts.
+	const driver = `
+import os, pty, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], "keygen"])
+seen = b""
+def wait_for(s):
+    global seen
+    while s not in seen:
+        chunk = os.read(fd, 1024)
+        if not chunk:
+            raise SystemExit("the terminal closed before %r; it showed %r" % (s, seen))
+        seen += chunk
+wait_for(b"Enter password for private key: ")
+os.write(fd, b"pw-1234\n")
+wait_for(b"again: ")
+os.write(fd, b"pw-1234\n")
+try:
+    while True:
+        chunk = os.read(fd, 1024)
+        if not chunk:
+            break
+        seen += chunk
+except OSError:
+    pass
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(seen.decode("utf-8", "replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+`
+	cmd := exec.Command(python, "-c", driver, toolgate)
+	cmd.Dir, cmd.Env = dir, env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("keygen on a terminal: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "pw-1234") {
+		t.Errorf("the password was echoed:\n%s", out)
+	}
+	writePolicy(t, dir, "5/hour")
+	must(t, run(t, dir, env, "build", "-o", "b.tar.gz", "--revision", "c1"), "build")
+	if r := run(t, dir, append(env, "COSIGN_PASSWORD=wrong"), "push", "b.tar.gz", "oci:layout:v1", "--key", "cosign.key"); r.code == 0 {
+		t.Fatal("the key opened with a wrong password")
+	}
+	must(t, run(t, dir, append(env, "COSIGN_PASSWORD=pw-1234"), "push", "b.tar.gz", "oci:layout:v1", "--key", "cosign.key"), "push signed with the password given at the prompt")
+	// No terminal, no COSIGN_PASSWORD: bad usage, saying what to do.
+	if r := run(t, dir, env, "keygen", "--output-key-prefix", "other"); r.code != 2 || !strings.Contains(r.stderr, "COSIGN_PASSWORD") {
+		t.Fatalf("keygen without a terminal: exit %d, %q", r.code, r.stderr)
+	}
+}
