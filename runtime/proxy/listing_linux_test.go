@@ -583,3 +583,34 @@ func TestStdioReleasedCallHeldForApproval(t *testing.T) {
 		}
 	})
 }
+
+// TestStdioListingAliasedID: a call that waits on the listing under an id
+// written unusually (1.0, which the server echoes as 1) is cleared by the
+// server's answer like any other: the id is free again after it.
+func TestStdioListingAliasedID(t *testing.T) {
+	eachRelay(t, func(t *testing.T, portable bool) {
+		h := newPollHarness(t, denyDestructive, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		call := `{"jsonrpc":"2.0","id":1.0,"method":"tools/call","params":{"name":"echo","arguments":{}}}`
+		h.fromClient(call)
+		id, _ := h.listRequest()
+		h.answerList(id, `{"tools":[{"name":"echo","annotations":{"readOnlyHint":true}}]}`)
+		if got := h.serverGets(); got != call {
+			t.Fatalf("server got %s, want %s", got, call)
+		}
+		h.fromServer(`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+		if got := h.clientGets(); !strings.Contains(got, `"result"`) {
+			t.Fatalf("client got %s", got)
+		}
+		h.p.mu.Lock()
+		left := len(h.p.pending)
+		h.p.mu.Unlock()
+		if left != 0 {
+			t.Fatalf("%d requests still pending after the answer, want none (a stale one would time out with a second answer)", left)
+		}
+		again := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}}`
+		h.fromClient(again)
+		if got := h.serverGets(); got != again {
+			t.Fatalf("server got %s, want %s (id 1 is free once its call was answered)", got, again)
+		}
+	})
+}

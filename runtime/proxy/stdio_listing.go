@@ -69,8 +69,8 @@ func (p *Stdio) awaitListing(b *batch, c pendingCall, line []byte, start bool) (
 	default:
 		start = false
 	}
-	key := string(c.id)
-	p.pending[key] = c // the id is in use while the call waits
+	key := string(idKey(c.id)) // c.id is the id as the client wrote it
+	p.pending[key] = c         // the id is in use while the call waits
 	l.waiting = append(l.waiting, waitingCall{key, append([]byte(nil), line...)})
 	var req []byte
 	if start {
