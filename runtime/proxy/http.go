@@ -745,10 +745,18 @@ func (h *HTTP) see(x *exchange, msg []byte) []byte {
 	case x.sess != nil && x.sess.orphans.Load() > 0:
 		// A tools/list answered on a resumed stream.
 		m, k, _ := classify(msg)
-		if k != kindResponse || !x.sess.takeOrphan(m.ID) {
-			return nil
+		if k == kindResponse && x.sess.takeOrphan(m.ID) {
+			return h.filter(x, &m)
 		}
-		return h.filter(x, &m)
+	}
+	if x.r.Method == http.MethodGet {
+		// A GET stream may replay any answer (Last-Event-ID), a tools/list
+		// already answered and filtered on its own stream included: every
+		// answer carrying a tools list is filtered here.
+		m, k, _ := classify(msg)
+		if k == kindResponse && m.Result != nil {
+			return h.filter(x, &m)
+		}
 	}
 	return nil
 }
@@ -776,8 +784,14 @@ func (h *HTTP) filter(x *exchange, m *message) []byte {
 // alarm costs one listing, when a call needs annotations).
 var toolsChanged = []byte("notifications/tools/list_changed")
 
+// toolsMember is what an answer carrying a tools list holds.
+var toolsMember = []byte(`"tools"`)
+
+// sameID reports whether a and b are the same request id as a server reads
+// ids (see [idKey]: 1 and 1.0, "a" and "\u0061" are one).
 func sameID(a, b json.RawMessage) bool {
-	return len(a) > 0 && bytes.Equal(bytes.TrimSpace(a), bytes.TrimSpace(b))
+	a, b = bytes.TrimSpace(a), bytes.TrimSpace(b)
+	return len(a) > 0 && (bytes.Equal(a, b) || bytes.Equal(idKey(a), idKey(b)))
 }
 
 // relay streams the server's text/event-stream answer to the client event
@@ -808,7 +822,8 @@ func (h *HTTP) relay(w http.ResponseWriter, resp *http.Response, x *exchange) {
 		if x.sess != nil && bytes.Contains(ev, toolsChanged) {
 			x.sess.catalog.Stale() // listed again when a call needs it
 		}
-		if (x.watch != watchNone && !x.answered) || (x.sess != nil && x.sess.orphans.Load() > 0) {
+		if (x.watch != watchNone && !x.answered) || (x.sess != nil && x.sess.orphans.Load() > 0) ||
+			(x.r.Method == http.MethodGet && bytes.Contains(ev, toolsMember)) {
 			e := sr.parse()
 			resumable = resumable || e.hasID
 			if e.isMessage() {
@@ -1054,15 +1069,16 @@ func (s *session) addOrphan(id json.RawMessage) {
 	if len(s.lists) >= maxOrphans {
 		s.lists = s.lists[1:]
 	}
-	s.lists = append(s.lists, string(id))
+	s.lists = append(s.lists, string(idKey(id)))
 	s.orphans.Store(int32(len(s.lists)))
 }
 
 func (s *session) takeOrphan(id json.RawMessage) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	k := idKey(bytes.TrimSpace(id))
 	for i, l := range s.lists {
-		if l == string(id) {
+		if l == string(k) {
 			s.lists = append(s.lists[:i], s.lists[i+1:]...)
 			s.orphans.Store(int32(len(s.lists)))
 			return true

@@ -1431,3 +1431,60 @@ func TestHTTPBodyCharset(t *testing.T) {
 		t.Errorf("the server got Content-Types %q, want %q (three accepted POSTs, each as UTF-8 JSON)", seen, want)
 	}
 }
+
+// TestHTTPHiddenToolOddID: a tools/list whose id the server echoes
+// decoded (1.0 as 1, "\u0061" as "a") is still filtered.
+func TestHTTPHiddenToolOddID(t *testing.T) {
+	hpModes(t, func(t *testing.T, jsonResponse bool) {
+		up := newUpServer(t, jsonResponse)
+		p := newHPProxy(t, up.URL, nil, nil)
+		cs, _ := hpConnect(t, p.URL, hpVersion, nil)
+		defer cs.Close()
+		for _, id := range []string{`1.0`, `"\u0061"`, `7e0`} {
+			req, _ := http.NewRequest(http.MethodPost, p.URL, strings.NewReader(`{"jsonrpc":"2.0","id":`+id+`,"method":"tools/list"}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Mcp-Session-Id", cs.ID())
+			req.Header.Set("MCP-Protocol-Version", hpVersion)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(body), "read_file") || strings.Contains(string(body), "delete_everything") {
+				t.Errorf("tools/list with id %s: %s, want the tools but the hidden one", id, body)
+			}
+		}
+	})
+}
+
+// TestHTTPGetReplayFiltered: a GET stream may replay an answer already
+// given (Last-Event-ID): an answer carrying a tools list is filtered there
+// too.
+func TestHTTPGetReplayFiltered(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			http.Error(w, "only GET here", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "id: 3\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":[{\"name\":\"delete_everything\"},{\"name\":\"read_file\"}]}}\n\n")
+		io.WriteString(w, "id: 4\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"tools\"}}\n\n")
+	}))
+	defer up.Close()
+	p := newHPProxy(t, up.URL, nil, nil)
+	req, _ := http.NewRequest(http.MethodGet, p.URL, nil)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Mcp-Session-Id", "s-1")
+	req.Header.Set("Last-Event-ID", "2")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "read_file") || strings.Contains(string(body), "delete_everything") || !strings.Contains(string(body), "notifications/message") {
+		t.Fatalf("GET stream: %s, want the replayed tools list without the hidden tool, and the notification", body)
+	}
+}

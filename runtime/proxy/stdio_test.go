@@ -713,3 +713,18 @@ func TestIDKey(t *testing.T) {
 		}
 	}
 }
+
+// TestSameID: the HTTP relay and the bridge match answers to requests by
+// id as a server reads ids.
+func TestSameID(t *testing.T) {
+	for _, p := range [][2]string{{`1`, `1.0`}, {`"a"`, `"\u0061"`}, {` 7 `, `7`}, {`0`, `-0`}} {
+		if !sameID(json.RawMessage(p[0]), json.RawMessage(p[1])) {
+			t.Errorf("sameID(%s, %s) = false", p[0], p[1])
+		}
+	}
+	for _, p := range [][2]string{{`1`, `"1"`}, {`1`, `2`}, {``, ``}, {`"a"`, `"b"`}} {
+		if sameID(json.RawMessage(p[0]), json.RawMessage(p[1])) {
+			t.Errorf("sameID(%s, %s) = true", p[0], p[1])
+		}
+	}
+}
