@@ -43,7 +43,27 @@ func runHTTPProxy(ctx context.Context, cmd *cobra.Command, pf *proxyFlags, rt *p
 		b := &proxy.Bridge{Enforcer: enf, Upstream: up, CallTimeout: pf.upstreamTimeout, Logger: logger,
 			Identity: identity.Local(pf.identity, pf.groups), UpstreamHeaders: upstreamHeaders, UpstreamError: rt.metrics.UpstreamError, Listed: rt.metrics.Listed}
 		logger.Info("proxy started", "server", pf.server, "upstream", up.Redacted(), "mode", "stdio-to-http")
-		return b.Run(ctx, os.Stdin, os.Stdout)
+		stop := make(chan os.Signal, 1)
+		signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+		defer signal.Stop(stop)
+		ran := make(chan error, 1)
+		go func() { ran <- b.Run(ctx, os.Stdin, os.Stdout) }()
+		select {
+		case err := <-ran:
+			return err
+		case sig := <-stop:
+			// As over stdio: finish the calls in flight (up to
+			// --shutdown-timeout), answer the rest with an error, end the
+			// session.
+			logger.Info("shutting down: finishing calls in flight", "signal", sig.String(), "timeout", pf.shutdownTimeout.String())
+			sctx, cancel := context.WithTimeout(context.Background(), pf.shutdownTimeout)
+			defer cancel()
+			if left := b.Shutdown(sctx); left > 0 {
+				logger.Warn("shutdown timeout: answered the calls still in flight with an error", "pending", left)
+			}
+			logger.Info("shut down")
+			return nil
+		}
 	}
 
 	auth, err := openAuthenticators(ctx, pf, rt)

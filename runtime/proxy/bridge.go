@@ -95,6 +95,12 @@ type Bridge struct {
 	catalog  Catalog
 	closing  atomic.Bool    // set once the client's input has ended
 	wg       sync.WaitGroup // POSTs in flight and the GET stream
+	calls    sync.WaitGroup // the client's messages in flight (POSTs and held calls)
+	draining atomic.Bool    // Shutdown has begun: no new request is taken
+	inFlight atomic.Int64   // len(calls), for Shutdown's count
+	stopWork context.CancelFunc
+	workSet  chan struct{} // closed once stopWork is set
+	endOnce  sync.Once     // the session's DELETE
 
 	mu        sync.Mutex // guards sessionID, protocol, listening
 	sessionID string
@@ -158,6 +164,8 @@ func (b *Bridge) Run(ctx context.Context, clientIn io.Reader, clientOut io.Write
 	b.enforcer = &e
 
 	work, stop := context.WithCancel(ctx)
+	b.stopWork = stop
+	close(b.workReady())
 	lines := &Stdio{MaxLine: b.MaxLine} // for its line reader
 	err := lines.readLines(clientIn, func(line []byte, tooLong bool) error { return b.fromClient(work, line, tooLong) })
 	b.closing.Store(true)
@@ -168,6 +176,43 @@ func (b *Bridge) Run(ctx context.Context, clientIn io.Reader, clientOut io.Write
 		return fmt.Errorf("bridging the client: %w", err)
 	}
 	return nil
+}
+
+// workReady returns the channel closed once Run has set stopWork.
+func (b *Bridge) workReady() chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.workSet == nil {
+		b.workSet = make(chan struct{})
+	}
+	return b.workSet
+}
+
+// Shutdown ends the bridge for a signal: it takes no new client request
+// (each is answered with an error), lets the messages in flight finish
+// until ctx is done, answers those still waiting then with an error, ends
+// the session (DELETE) and returns how many it had to answer so. Run may
+// stay blocked reading the client, which the caller no longer needs: it
+// exits.
+func (b *Bridge) Shutdown(ctx context.Context) (left int) {
+	b.draining.Store(true)
+	select {
+	case <-b.workReady():
+	case <-ctx.Done():
+		return 0 // Run never started
+	}
+	done := make(chan struct{})
+	go func() { b.calls.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		left = int(b.inFlight.Load())
+		b.stopWork() // the requests left fail, each answered with an error
+		<-done
+	}
+	b.stopWork() // the GET stream too
+	b.endSession(context.WithoutCancel(ctx))
+	return left
 }
 
 func (b *Bridge) upstreamError() {
@@ -200,6 +245,9 @@ func (b *Bridge) fromClient(ctx context.Context, line []byte, tooLong bool) erro
 			return nil
 		}
 		return b.toClient.write(appendError(nil, m.ID, codeInvalidRequest, errAmbiguous))
+	}
+	if k == kindRequest && b.draining.Load() {
+		return b.toClient.write(appendError(nil, m.ID, codeUpstreamGone, "toolgate is shutting down"))
 	}
 	if k == kindRequest {
 		x.id = m.ID
@@ -244,20 +292,28 @@ func (b *Bridge) fromClient(ctx context.Context, line []byte, tooLong bool) erro
 	}
 	sent := make(chan struct{})
 	b.wg.Add(1)
+	b.startCall()
 	go func() {
 		defer b.wg.Done()
+		defer b.endCall()
 		b.post(ctx, body, x, sent)
 	}()
 	<-sent
 	return nil
 }
 
+// startCall and endCall count a client message in flight (for Shutdown).
+func (b *Bridge) startCall() { b.calls.Add(1); b.inFlight.Add(1) }
+func (b *Bridge) endCall()   { b.inFlight.Add(-1); b.calls.Done() }
+
 // hold waits, off the client's reading path, for a person to decide a call
 // held for approval, then sends it or answers it.
 func (b *Bridge) hold(ctx context.Context, body []byte, x *bridgeExchange, v Verdict) {
 	b.wg.Add(1)
+	b.startCall()
 	go func() {
 		defer b.wg.Done()
+		defer b.endCall()
 		v2 := v.Hold(ctx)
 		if !v2.Allow {
 			b.write(b.enforcer.AppendDenial(nil, x.id, &v2))
@@ -488,6 +544,8 @@ func (b *Bridge) failed(x *bridgeExchange, ctx context.Context, err error) {
 	}
 	msg := "the MCP server could not be reached"
 	switch {
+	case b.draining.Load() && errors.Is(ctx.Err(), context.Canceled):
+		msg = "toolgate is shutting down and the MCP server did not answer in time"
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		msg = "the MCP server did not answer within " + b.CallTimeout.String()
 	case errors.Is(err, errTooLarge) || errors.Is(err, errEventTooLarge):
@@ -660,8 +718,14 @@ func (b *Bridge) listenOnce(ctx context.Context, lastID *string) (progress, retr
 	return progress, true
 }
 
-// endSession sends the DELETE that ends the session, if there is one.
+// endSession sends the DELETE that ends the session, if there is one. It
+// does so once: Shutdown and the end of Run may both ask, and the second
+// waits for the first (the process may exit as soon as one returns).
 func (b *Bridge) endSession(ctx context.Context) {
+	b.endOnce.Do(func() { b.deleteSession(ctx) })
+}
+
+func (b *Bridge) deleteSession(ctx context.Context) {
 	b.mu.Lock()
 	sid := b.sessionID
 	b.mu.Unlock()

@@ -23,9 +23,10 @@ import (
 // headers it was sent.
 type httpUpstream struct {
 	*httptest.Server
-	mu    sync.Mutex
-	auths []string
-	echos []string // the texts echo was called with
+	mu      sync.Mutex
+	auths   []string
+	echos   []string // the texts echo was called with
+	deletes int      // DELETE requests (sessions ended)
 }
 
 func startHTTPUpstream(t *testing.T) *httpUpstream {
@@ -45,10 +46,23 @@ func startHTTPUpstream(t *testing.T) *httpUpstream {
 	mcp.AddTool(s, &mcp.Tool{Name: "delete_repo", Annotations: &mcp.ToolAnnotations{DestructiveHint: &destructive}}, func(ctx context.Context, req *mcp.CallToolRequest, in args) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "deleted " + in.Text}}}, nil, nil
 	})
+	type sleepArgs struct {
+		Ms int `json:"ms"`
+	}
+	mcp.AddTool(s, &mcp.Tool{Name: "sleep"}, func(ctx context.Context, req *mcp.CallToolRequest, in sleepArgs) (*mcp.CallToolResult, any, error) {
+		select {
+		case <-time.After(time.Duration(in.Ms) * time.Millisecond):
+		case <-ctx.Done():
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("slept %d ms", in.Ms)}}}, nil, nil
+	})
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
 		u.auths = append(u.auths, r.Header.Get("Authorization"))
+		if r.Method == http.MethodDelete {
+			u.deletes++
+		}
 		u.mu.Unlock()
 		h.ServeHTTP(w, r)
 	}))

@@ -97,3 +97,84 @@ func TestGracefulShutdown(t *testing.T) {
 		})
 	}
 }
+
+// TestBridgeGracefulShutdown: the stdio-to-HTTP bridge on SIGTERM, as the
+// stdio proxy: a call in flight finishes (or, past --shutdown-timeout, is
+// answered with an error), the session is ended with a DELETE, and the
+// proxy exits 0. It used to die at once with the signal.
+func TestBridgeGracefulShutdown(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		timeout string
+		ms      int
+		want    string // "" means an error
+	}{
+		{"finishes", "10s", 1500, "slept 1500 ms"},
+		{"times out", "300ms", 6000, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := startHTTPUpstream(t)
+			cmd := exec.Command(toolgate, "proxy", "--policy", "testdata/policies", "--server", "testsrv", "--state", "memory", "--admin", "",
+				"--identity", "alice", "--upstream", up.URL, "--shutdown-timeout", tc.timeout)
+			stderr := &syncBuffer{}
+			cmd.Stderr = stderr
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cs, err := mcp.NewClient(&mcp.Implementation{Name: "bridgeshutdown", Version: "1.0.0"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, stderr.String())
+			}
+			defer func() {
+				if t.Failed() {
+					t.Logf("proxy stderr:\n%s", stderr.String())
+				}
+			}()
+			done := make(chan *mcp.CallToolResult, 1)
+			errs := make(chan error, 1)
+			go func() {
+				res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "sleep", Arguments: map[string]any{"ms": tc.ms}})
+				if err != nil {
+					errs <- err
+					return
+				}
+				done <- res
+			}()
+			time.Sleep(300 * time.Millisecond) // the call is at the server
+			start := time.Now()
+			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case res := <-done:
+				if tc.want == "" || res.IsError || text(res) != tc.want {
+					t.Fatalf("the call in flight: %+v, want %q", res, tc.want)
+				}
+			case err := <-errs:
+				if tc.want != "" {
+					t.Fatalf("the call in flight: %v, want %q", err, tc.want)
+				}
+				if d := time.Since(start); d > 10*time.Second {
+					t.Fatalf("the error came after %v", d)
+				}
+			case <-time.After(25 * time.Second):
+				t.Fatal("the call in flight never came back")
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- cs.Close() }()
+			select {
+			case <-closed:
+			case <-time.After(15 * time.Second):
+				t.Fatal("the proxy did not exit after SIGTERM")
+			}
+			if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 0 || !strings.Contains(stderr.String(), `"msg":"shut down"`) {
+				t.Fatalf("after SIGTERM: process state %v; want a clean exit 0", cmd.ProcessState)
+			}
+			up.mu.Lock()
+			deletes := up.deletes
+			up.mu.Unlock()
+			if deletes != 1 {
+				t.Errorf("%d DELETEs, want the session ended once", deletes)
+			}
+		})
+	}
+}
