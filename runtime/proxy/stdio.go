@@ -358,8 +358,24 @@ func (p *Stdio) Run(ctx context.Context, clientIn io.Reader, clientOut io.Writer
 // their reservations.
 func (p *Stdio) failPending(msg string) {
 	p.mu.Lock()
-	pend := p.pending
-	p.pending = map[string]pendingCall{}
+	// Requests the server was given stay, marked expired, so that answers
+	// it sends later are dropped (the client gets this error only); held
+	// calls and the proxy's own requests go.
+	var pend []pendingCall
+	for key, c := range p.pending {
+		switch {
+		case c.expired:
+		case c.own || c.held || c.waits:
+			delete(p.pending, key)
+			if !c.own {
+				pend = append(pend, c)
+			}
+		default:
+			pend = append(pend, c)
+			c.expired, c.tick = true, p.tick
+			p.pending[key] = c
+		}
+	}
 	p.ended = true
 	cutShort := false             // a listing under way, failed by this
 	if l := p.listing; l != nil { // its calls are pending: answered below
@@ -374,9 +390,6 @@ func (p *Stdio) failPending(msg string) {
 		p.Listed(false)
 	}
 	for _, c := range pend {
-		if c.expired || c.own {
-			continue // answered already, or asked by the proxy
-		}
 		if c.done != nil {
 			c.done(outcomeUnknown(true))
 		}

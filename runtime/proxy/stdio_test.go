@@ -728,3 +728,32 @@ func TestSameID(t *testing.T) {
 		}
 	}
 }
+
+// TestAbortDropsLateAnswers: a shutdown's Abort answers each request in
+// flight with an error, once: the server's answer arriving later is
+// dropped, not sent as a second answer to the same id.
+func TestAbortDropsLateAnswers(t *testing.T) {
+	var p *Stdio
+	h := newHarnessWith(t, allowAll, func(s *Stdio) { p = s })
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`
+	h.fromClient(call)
+	if got := h.serverGets(); got != call {
+		t.Fatalf("server got %s", got)
+	}
+	go p.Abort("toolgate is shutting down") // its answer is written to the unbuffered pipe read below
+	if got := h.clientGets(); !strings.Contains(got, `"id":1,`) || !strings.Contains(got, "shutting down") {
+		t.Fatalf("client got %s, want the abort's error", got)
+	}
+	h.fromServer(`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`) // late
+	h.fromClient(`{"jsonrpc":"2.0","id":2,"method":"ping"}`)
+	h.serverGets()
+	h.fromServer(`{"jsonrpc":"2.0","id":2,"result":{}}`)
+	if got := h.clientGets(); got != `{"jsonrpc":"2.0","id":2,"result":{}}` {
+		t.Fatalf("client got %s, want the ping's answer (the late answer to 1 dropped)", got)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.doneCalls) != 1 {
+		t.Errorf("outcomes %v, want the call settled once", h.doneCalls)
+	}
+}
