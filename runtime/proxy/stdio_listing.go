@@ -94,13 +94,28 @@ func (p *Stdio) newListing() *stdioListing {
 
 // cancelWaiting drops the call with id (a client's
 // notifications/cancelled names it) when it waits on the listing: the
-// server never got it, and MCP answers no cancelled request.
+// server never got it, and MCP answers no cancelled request. A request
+// already forwarded stops waiting for the server's answer (which, if the
+// server sends it anyway, the client ignores).
 func (p *Stdio) cancelWaiting(id json.RawMessage) {
 	k := idKey(id)
+	var done func(ok bool) // called once p.mu is released
+	defer func() {
+		if done != nil {
+			done(outcomeUnknown(true))
+		}
+	}()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.pending[string(k)]; ok && c.waits {
 		delete(p.pending, string(k)) // being released: skipped there
+	} else if ok && !c.held && !c.own && !c.expired {
+		// Forwarded: the server is told too and should not answer (MCP);
+		// the request no longer waits (a shutdown need not wait for it),
+		// and counts, as a call without an answer does.
+		delete(p.pending, string(k))
+		done = c.done
+		return
 	}
 	l := p.listing
 	if l == nil {

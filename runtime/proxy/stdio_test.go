@@ -757,3 +757,26 @@ func TestAbortDropsLateAnswers(t *testing.T) {
 		t.Errorf("outcomes %v, want the call settled once", h.doneCalls)
 	}
 }
+
+// TestCancelledRequestStopsWaiting: a forwarded request the client
+// cancels no longer waits (a shutdown does not wait for it) and counts.
+func TestCancelledRequestStopsWaiting(t *testing.T) {
+	var p *Stdio
+	h := newHarnessWith(t, allowAll, func(s *Stdio) { p = s })
+	call := `{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo"}}`
+	h.fromClient(call)
+	h.serverGets()
+	cancel := `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}`
+	h.fromClient(cancel)
+	if got := h.serverGets(); got != cancel {
+		t.Fatalf("server got %s, want the cancellation", got)
+	}
+	if n := p.Pending(); n != 0 {
+		t.Fatalf("%d requests pending after the cancellation, want none", n)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !slices.Equal(h.doneCalls, []bool{true}) {
+		t.Errorf("outcomes %v, want the cancelled call counted once", h.doneCalls)
+	}
+}
