@@ -383,6 +383,11 @@ func (b *Bridge) post(ctx context.Context, body []byte, x *bridgeExchange, sent 
 	req.Header["Content-Type"] = jsonType
 	req.Header["Accept"] = acceptBoth
 	b.headers(req.Header)
+	if x.watch == watchInit {
+		// An initialize starts a new session: it carries no session id
+		// (after a server restart the old one is unknown there).
+		req.Header.Del(hdrSession)
+	}
 	resp, err := b.client.Do(req)
 	signal()
 	if err != nil {
@@ -567,7 +572,14 @@ func (b *Bridge) failed(x *bridgeExchange, ctx context.Context, err error) {
 func (b *Bridge) httpError(x *bridgeExchange, resp *http.Response) {
 	body, _ := readBodyInto(nil, resp.Body, -1, 64<<10)
 	if resp.StatusCode == http.StatusNotFound {
-		b.log.Warn("the MCP server does not know the session (it ended it); the client must reconnect")
+		b.log.Warn("the MCP server does not know the session (it ended it); the client must initialize again")
+		if sid := resp.Request.Header.Get(hdrSession); sid != "" {
+			b.mu.Lock()
+			if b.sessionID == sid {
+				b.sessionID = "" // a new initialize starts a new one
+			}
+			b.mu.Unlock()
+		}
 	} else {
 		b.log.Warn("the MCP server refused a message", "status", resp.StatusCode, "body", string(bytes.TrimSpace(body)))
 		if resp.StatusCode >= 500 && x.kind == kindRequest {

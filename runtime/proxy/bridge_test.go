@@ -3,13 +3,16 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -405,4 +408,61 @@ func TestBridgeResumesAnswerStream(t *testing.T) {
 		t.Errorf("error %v, want the answer ended without a response", err)
 	}
 	hb.waitDone(t, "long_job", true, true) // it reached the server: it counts
+}
+
+// TestBridgeNewSessionAfterRestart: after the server forgets the session
+// (404, as after a restart), the client's new initialize goes without the
+// old session id and the new session's id is used from then on.
+func TestBridgeNewSessionAfterRestart(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string // method and session header of each POST
+	sessions := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			http.Error(w, "no GET stream here", http.StatusMethodNotAllowed)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		json.Unmarshal(body, &m)
+		sid := r.Header.Get("Mcp-Session-Id")
+		mu.Lock()
+		seen = append(seen, m.Method+" "+sid)
+		live := fmt.Sprintf("s%d", sessions)
+		if m.Method == "initialize" {
+			sessions++
+			live = fmt.Sprintf("s%d", sessions)
+			w.Header().Set("Mcp-Session-Id", live)
+		}
+		mu.Unlock()
+		if m.Method != "initialize" && (sid != live || live == "s1") { // s1 is forgotten: the server restarted
+			http.Error(w, "session not found", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{}}`, m.ID)
+	}))
+	defer srv.Close()
+	hb := newHPBridge(t, srv.URL, func(context.Context, *bundles.Input) Verdict { return Verdict{Allow: true} }, nil)
+	init := `{"jsonrpc":"2.0","id":%d,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
+	hb.send(t, fmt.Sprintf(init, 1))
+	hb.get(t)
+	hb.send(t, `{"jsonrpc":"2.0","id":2,"method":"ping"}`)
+	if got := hb.get(t); !strings.Contains(got, "404") {
+		t.Fatalf("ping in the forgotten session: %s, want an error naming the 404", got)
+	}
+	hb.send(t, fmt.Sprintf(init, 3))
+	hb.get(t)
+	hb.send(t, `{"jsonrpc":"2.0","id":4,"method":"ping"}`)
+	if got := hb.get(t); got != `{"jsonrpc":"2.0","id":4,"result":{}}` {
+		t.Fatalf("ping in the new session: %s", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"initialize ", "ping s1", "initialize ", "ping s2"}; !slices.Equal(seen[:4], want) {
+		t.Fatalf("the server saw %q, want %q", seen, want)
+	}
 }
