@@ -506,7 +506,7 @@ func TestKeygenPrompts(t *testing.T) {
 	}
 	// keygen on a pseudo-terminal, answering its prompts.
 	const driver = `
-import os, pty, sys
+import os, pty, sys, termios, time
 pid, fd = pty.fork()
 if pid == 0:
     os.execv(sys.argv[1], [sys.argv[1], "keygen"])
@@ -518,10 +518,18 @@ def wait_for(s):
         if not chunk:
             raise SystemExit("the terminal closed before %r; it showed %r" % (s, seen))
         seen += chunk
+def type_secret(s):
+    # As a person would: once the prompt has turned echo off.
+    deadline = time.time() + 10
+    while termios.tcgetattr(fd)[3] & termios.ECHO:
+        if time.time() > deadline:
+            raise SystemExit("echo stayed on at the prompt")
+        time.sleep(0.005)
+    os.write(fd, s)
 wait_for(b"Enter password for private key: ")
-os.write(fd, b"pw-1234\n")
+type_secret(b"pw-1234\n")
 wait_for(b"again: ")
-os.write(fd, b"pw-1234\n")
+type_secret(b"pw-1234\n")
 try:
     while True:
         chunk = os.read(fd, 1024)
