@@ -25,6 +25,10 @@ func denyDestructive(in *bundles.Input) Verdict {
 	return Verdict{Allow: true}
 }
 
+// readsAnnotations configures a harness's Stdio as under a bundle that
+// reads tool.annotations.
+func readsAnnotations(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }
+
 // eachRelay runs test over the poll loop and over the portable relay.
 func eachRelay(t *testing.T, test func(t *testing.T, portable bool)) {
 	for _, portable := range []bool{false, true} {
@@ -219,7 +223,7 @@ func TestStdioListingFails(t *testing.T) {
 // proxy's ids are random, and only its own request's answer is a page.
 func TestStdioListingIDNotGuessable(t *testing.T) {
 	eachRelay(t, func(t *testing.T, portable bool) {
-		h := newPollHarness(t, denyDestructive, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		h := newPollHarness(t, denyDestructive, readsAnnotations, portable)
 		h.fromClient(`{"jsonrpc":"2.0","id":"toolgate\u002dtools\u002dlist\u002d1","method":"ping"}`)
 		h.serverGets()
 		h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"wipe"}}`)
@@ -244,7 +248,7 @@ func TestStdioListingIDNotGuessable(t *testing.T) {
 // annotations.
 func TestStdioListingRestartsOnChange(t *testing.T) {
 	eachRelay(t, func(t *testing.T, portable bool) {
-		h := newPollHarness(t, denyDestructive, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		h := newPollHarness(t, denyDestructive, readsAnnotations, portable)
 		h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"wipe"}}`)
 		id, _ := h.listRequest()
 		h.answerList(id, `{"tools":[{"name":"echo"}],"nextCursor":"p2"}`)
@@ -267,7 +271,7 @@ func TestStdioListingRestartsOnChange(t *testing.T) {
 // relay's goroutines: the server's messages keep flowing while it reads.
 func TestStdioReleaseDoesNotBlockServer(t *testing.T) {
 	eachRelay(t, func(t *testing.T, portable bool) {
-		h := newPollHarness(t, allowAll, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		h := newPollHarness(t, allowAll, readsAnnotations, portable)
 		big := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":"` + strings.Repeat("y", 256<<10) + `"}}}`
 		h.fromClient(big)
 		id, _ := h.listRequest()
@@ -306,7 +310,7 @@ func TestStdioReleasedCallRelistsAfterChange(t *testing.T) {
 		var once sync.Once
 		open := func() { once.Do(func() { close(gate) }) }
 		defer open()
-		h := newPollHarness(t, gatedDecide(entered, gate, Verdict{Allow: true}), func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		h := newPollHarness(t, gatedDecide(entered, gate, Verdict{Allow: true}), readsAnnotations, portable)
 		slow := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}`
 		h.fromClient(slow)
 		id, _ := h.listRequest()
@@ -340,7 +344,7 @@ func TestStdioReleaseAfterServerExit(t *testing.T) {
 		eachRelay(t, func(t *testing.T, portable bool) {
 			entered, gate := make(chan struct{}, 1), make(chan struct{})
 			verdict := Verdict{Allow: allow, Message: "no", DecisionID: "d", Rule: "r", Bundle: "b"}
-			h := newPollHarness(t, gatedDecide(entered, gate, verdict), func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+			h := newPollHarness(t, gatedDecide(entered, gate, verdict), readsAnnotations, portable)
 			h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}`)
 			id, _ := h.listRequest()
 			h.answerList(id, `{"tools":[{"name":"slow"}]}`)
@@ -371,7 +375,7 @@ func TestStdioReleaseAfterServerExit(t *testing.T) {
 // The proxy's ids are letters, digits and dashes: no JSON encoder escapes
 // them (PHP's escapes "/"), so a server's answer always matches.
 func TestStdioListingIDPlain(t *testing.T) {
-	h := newPollHarness(t, allowAll, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, false)
+	h := newPollHarness(t, allowAll, readsAnnotations, false)
 	h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`)
 	id, _ := h.listRequest()
 	if !regexp.MustCompile(`^"[A-Za-z0-9-]+"$`).MatchString(id) {
@@ -384,7 +388,7 @@ func TestStdioListingIDPlain(t *testing.T) {
 // after it.
 func TestStdioClientEOFDuringListing(t *testing.T) {
 	eachRelay(t, func(t *testing.T, portable bool) {
-		h := newPollHarness(t, allowAll, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		h := newPollHarness(t, allowAll, readsAnnotations, portable)
 		call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`
 		h.fromClient(call)
 		id, _ := h.listRequest()
@@ -400,7 +404,7 @@ func TestStdioClientEOFDuringListing(t *testing.T) {
 // the server never gets it.
 func TestStdioCancelWaitingCall(t *testing.T) {
 	eachRelay(t, func(t *testing.T, portable bool) {
-		h := newPollHarness(t, allowAll, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		h := newPollHarness(t, allowAll, readsAnnotations, portable)
 		h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`)
 		id, _ := h.listRequest()
 		cancel := `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1,"reason":"user"}}`
@@ -423,7 +427,7 @@ func TestStdioCancelWaitingCall(t *testing.T) {
 // At most MaxListWaiting calls wait on one listing; the next gets an error
 // at once, the others are decided once it ends.
 func TestStdioListingWaitingBounded(t *testing.T) {
-	h := newPollHarness(t, allowAll, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, false)
+	h := newPollHarness(t, allowAll, readsAnnotations, false)
 	var calls strings.Builder
 	for i := range MaxListWaiting + 1 {
 		fmt.Fprintf(&calls, `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"a"}}`+"\n", i)
@@ -451,7 +455,7 @@ func TestStdioCancelDuringRelease(t *testing.T) {
 		var once sync.Once
 		open := func() { once.Do(func() { close(gate) }) }
 		defer open()
-		h := newPollHarness(t, gatedDecide(entered, gate, Verdict{Allow: true}), func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		h := newPollHarness(t, gatedDecide(entered, gate, Verdict{Allow: true}), readsAnnotations, portable)
 		slow := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}`
 		h.fromClient(slow)
 		id, _ := h.listRequest()
@@ -488,7 +492,7 @@ func TestStdioCancelDuringRelease(t *testing.T) {
 // for), or an answer overtaken by a change, completes nothing.
 func TestStdioClientListingCompletes(t *testing.T) {
 	eachRelay(t, func(t *testing.T, portable bool) {
-		h := newPollHarness(t, denyDestructive, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		h := newPollHarness(t, denyDestructive, readsAnnotations, portable)
 		changed := `{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`
 		ask := func(id, params string) {
 			h.fromClient(`{"jsonrpc":"2.0","id":"` + id + `","method":"tools/list"` + params + `}`)
@@ -567,7 +571,7 @@ func TestStdioReleasedCallHeldForApproval(t *testing.T) {
 				}}
 			}
 			return Verdict{Allow: true}
-		}, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		}, readsAnnotations, portable)
 		wipe := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"wipe"}}`
 		echo := `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo"}}`
 		h.fromClient(wipe)
@@ -589,7 +593,7 @@ func TestStdioReleasedCallHeldForApproval(t *testing.T) {
 // server's answer like any other: the id is free again after it.
 func TestStdioListingAliasedID(t *testing.T) {
 	eachRelay(t, func(t *testing.T, portable bool) {
-		h := newPollHarness(t, denyDestructive, func(p *Stdio) { p.ReadsAnnotations = func() bool { return true } }, portable)
+		h := newPollHarness(t, denyDestructive, readsAnnotations, portable)
 		call := `{"jsonrpc":"2.0","id":1.0,"method":"tools/call","params":{"name":"echo","arguments":{}}}`
 		h.fromClient(call)
 		id, _ := h.listRequest()
