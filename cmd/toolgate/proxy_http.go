@@ -58,8 +58,8 @@ func runHTTPProxy(ctx context.Context, cmd *cobra.Command, pf *proxyFlags, rt *p
 			logger.Info("shutting down: finishing calls in flight", "signal", sig.String(), "timeout", pf.shutdownTimeout.String())
 			sctx, cancel := context.WithTimeout(context.Background(), pf.shutdownTimeout)
 			defer cancel()
-			if left := b.Shutdown(sctx); left > 0 {
-				logger.Warn("shutdown timeout: answered the calls still in flight with an error", "pending", left)
+			if b.Shutdown(sctx) {
+				logger.Warn("shutdown timeout: answered the calls still in flight with an error")
 			}
 			logger.Info("shut down")
 			return nil

@@ -97,12 +97,10 @@ type Bridge struct {
 	wg       sync.WaitGroup // POSTs in flight and the GET stream
 	calls    sync.WaitGroup // the client's messages in flight (POSTs and held calls)
 	draining atomic.Bool    // Shutdown has begun: no new request is taken
-	inFlight atomic.Int64   // len(calls), for Shutdown's count
-	stopWork context.CancelFunc
-	workSet  chan struct{} // closed once stopWork is set
-	endOnce  sync.Once     // the session's DELETE
+	endOnce  sync.Once      // the session's DELETE
 
-	mu        sync.Mutex // guards sessionID, protocol, listening
+	mu        sync.Mutex         // guards sessionID, protocol, listening, stopWork
+	stopWork  context.CancelFunc // cancels Run's work (set once Run runs)
 	sessionID string
 	protocol  string
 	listening bool
@@ -164,8 +162,9 @@ func (b *Bridge) Run(ctx context.Context, clientIn io.Reader, clientOut io.Write
 	b.enforcer = &e
 
 	work, stop := context.WithCancel(ctx)
+	b.mu.Lock()
 	b.stopWork = stop
-	close(b.workReady())
+	b.mu.Unlock()
 	lines := &Stdio{MaxLine: b.MaxLine} // for its line reader
 	err := lines.readLines(clientIn, func(line []byte, tooLong bool) error { return b.fromClient(work, line, tooLong) })
 	b.closing.Store(true)
@@ -178,41 +177,31 @@ func (b *Bridge) Run(ctx context.Context, clientIn io.Reader, clientOut io.Write
 	return nil
 }
 
-// workReady returns the channel closed once Run has set stopWork.
-func (b *Bridge) workReady() chan struct{} {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.workSet == nil {
-		b.workSet = make(chan struct{})
-	}
-	return b.workSet
-}
-
 // Shutdown ends the bridge for a signal: it takes no new client request
 // (each is answered with an error), lets the messages in flight finish
-// until ctx is done, answers those still waiting then with an error, ends
-// the session (DELETE) and returns how many it had to answer so. Run may
-// stay blocked reading the client, which the caller no longer needs: it
-// exits.
-func (b *Bridge) Shutdown(ctx context.Context) (left int) {
+// until ctx is done, answers those still waiting then with an error (cut
+// reports that some were), and ends the session (DELETE). Run may stay
+// blocked reading the client, which the caller no longer needs: it exits.
+func (b *Bridge) Shutdown(ctx context.Context) (cut bool) {
 	b.draining.Store(true)
-	select {
-	case <-b.workReady():
-	case <-ctx.Done():
-		return 0 // Run never started
+	b.mu.Lock()
+	stop := b.stopWork
+	b.mu.Unlock()
+	if stop == nil {
+		return false // Run has not started: nothing is in flight
 	}
 	done := make(chan struct{})
 	go func() { b.calls.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
-		left = int(b.inFlight.Load())
-		b.stopWork() // the requests left fail, each answered with an error
+		cut = true
+		stop() // the requests left fail, each answered with an error
 		<-done
 	}
-	b.stopWork() // the GET stream too
+	stop() // the GET stream too
 	b.endSession(context.WithoutCancel(ctx))
-	return left
+	return cut
 }
 
 func (b *Bridge) upstreamError() {
@@ -292,28 +281,24 @@ func (b *Bridge) fromClient(ctx context.Context, line []byte, tooLong bool) erro
 	}
 	sent := make(chan struct{})
 	b.wg.Add(1)
-	b.startCall()
+	b.calls.Add(1)
 	go func() {
 		defer b.wg.Done()
-		defer b.endCall()
+		defer b.calls.Done()
 		b.post(ctx, body, x, sent)
 	}()
 	<-sent
 	return nil
 }
 
-// startCall and endCall count a client message in flight (for Shutdown).
-func (b *Bridge) startCall() { b.calls.Add(1); b.inFlight.Add(1) }
-func (b *Bridge) endCall()   { b.inFlight.Add(-1); b.calls.Done() }
-
 // hold waits, off the client's reading path, for a person to decide a call
 // held for approval, then sends it or answers it.
 func (b *Bridge) hold(ctx context.Context, body []byte, x *bridgeExchange, v Verdict) {
 	b.wg.Add(1)
-	b.startCall()
+	b.calls.Add(1)
 	go func() {
 		defer b.wg.Done()
-		defer b.endCall()
+		defer b.calls.Done()
 		v2 := v.Hold(ctx)
 		if !v2.Allow {
 			b.write(b.enforcer.AppendDenial(nil, x.id, &v2))
