@@ -248,7 +248,8 @@ func TestPinFileLifecycle(t *testing.T) {
 
 // TestPinFileWrittenInPlacePolled: with a poll every 5 ms, a pin file
 // written in place in two pieces 10 ms apart is still read once whole (the
-// poll that sees the first piece waits for the file to settle).
+// poll that reads the first piece, which does not parse, reads again
+// PinSettle later instead of refusing it).
 func TestPinFileWrittenInPlacePolled(t *testing.T) {
 	w := newWorld(t)
 	a, b := w.push(policy("A"), true), w.push(policy("B"), true)
